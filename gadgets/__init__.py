@@ -1,0 +1,1 @@
+"""Streaming Gadgetron gadgets, the standalone server and offline replay for PASSNet."""

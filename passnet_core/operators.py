@@ -1,0 +1,166 @@
+"""Linear MRI operators with a small forward/adjoint interface.
+
+The encoding operator of cine MRI is ``A = U F C``: coil sensitivities ``C`` (multi-coil
+only), the centred orthonormal 2-D FFT ``F`` per frame, and Cartesian sampling ``U`` (a 0/1
+mask applied in place, so ``U^H = U``). Shapes follow docs/design.md: images ``(B, T, H, W)``,
+multi-coil k-space ``(B, C, T, H, W)``, masks ``(T, H, W)`` or ``(B, T, H, W)``, coil maps
+``(B, C, H, W)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from passnet_core.fft import fft2c, ifft2c
+
+
+class LinearOperator:
+    """A linear map with an adjoint. Subclasses implement ``_forward`` and ``_adjoint``.
+
+    ``forward`` and ``adjoint`` check that inputs are complex and have the trailing
+    spatial size the operator was built for, so shape mistakes fail loudly and early.
+    """
+
+    #: trailing (H, W) the operator acts on; ``None`` accepts any size
+    spatial_shape: tuple[int, int] | None = None
+
+    def _check(self, x: torch.Tensor, what: str) -> None:
+        if not torch.is_complex(x):
+            raise ValueError(f"{type(self).__name__}.{what} expects a complex tensor, got {x.dtype}")
+        if self.spatial_shape is not None and tuple(x.shape[-2:]) != self.spatial_shape:
+            raise ValueError(
+                f"{type(self).__name__}.{what}: trailing shape {tuple(x.shape[-2:])} does not "
+                f"match the operator's {self.spatial_shape}"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the operator."""
+        self._check(x, "forward")
+        return self._forward(x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Apply the adjoint operator."""
+        self._check(y, "adjoint")
+        return self._adjoint(y)
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """``A^H A x``."""
+        return self.adjoint(self.forward(x))
+
+    __call__ = forward
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class FourierOp(LinearOperator):
+    """Centred orthonormal 2-D FFT over the last two axes (unitary: adjoint = inverse)."""
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fft2c(x)
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return ifft2c(y)
+
+
+class SamplingOp(LinearOperator):
+    """Cartesian sampling by a 0/1 mask, kept on the full grid (zeros where not sampled).
+
+    Parameters
+    ----------
+    mask
+        Real tensor ``(T, H, W)`` or ``(B, T, H, W)`` of zeros and ones.
+    coil_axis
+        Insert a singleton coil axis so the mask broadcasts over ``(B, C, T, H, W)``.
+    """
+
+    def __init__(self, mask: torch.Tensor, coil_axis: bool = False) -> None:
+        if torch.is_complex(mask):
+            raise ValueError("the sampling mask must be real (0/1), not complex")
+        if mask.ndim not in (3, 4):
+            raise ValueError(f"mask must be (T, H, W) or (B, T, H, W), got shape {tuple(mask.shape)}")
+        self.spatial_shape = (int(mask.shape[-2]), int(mask.shape[-1]))
+        m = mask if mask.ndim == 4 else mask.unsqueeze(0)
+        self.mask = m.unsqueeze(1) if coil_axis else m
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask.to(x.device, x.real.dtype)
+
+    _adjoint = _forward  # a 0/1 mask is self-adjoint
+
+
+class CoilOp(LinearOperator):
+    """Multiply by coil sensitivities: ``(B, T, H, W) -> (B, C, T, H, W)``; adjoint sums coils."""
+
+    def __init__(self, coil_maps: torch.Tensor) -> None:
+        if coil_maps.ndim != 4 or not torch.is_complex(coil_maps):
+            raise ValueError(
+                f"coil maps must be complex (B, C, H, W), got {tuple(coil_maps.shape)} {coil_maps.dtype}"
+            )
+        self.spatial_shape = (int(coil_maps.shape[-2]), int(coil_maps.shape[-1]))
+        self.maps = coil_maps.unsqueeze(2)  # (B, C, 1, H, W): the same maps for every frame
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maps * x.unsqueeze(1)
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return (self.maps.conj() * y).sum(dim=1)
+
+
+class EncodingOp(LinearOperator):
+    """The cine encoding ``A = U F C`` (``C`` omitted for single-coil data).
+
+    Parameters
+    ----------
+    mask
+        0/1 sampling mask ``(T, H, W)`` or ``(B, T, H, W)``.
+    coil_maps
+        Complex ``(B, C, H, W)`` sensitivities, or ``None`` for single-coil data.
+    """
+
+    def __init__(self, mask: torch.Tensor, coil_maps: torch.Tensor | None = None) -> None:
+        self.sampling = SamplingOp(mask, coil_axis=coil_maps is not None)
+        self.coils = CoilOp(coil_maps) if coil_maps is not None else None
+        self.spatial_shape = self.sampling.spatial_shape
+        if self.coils is not None and self.coils.spatial_shape != self.spatial_shape:
+            raise ValueError(
+                f"coil maps {self.coils.spatial_shape} and mask {self.spatial_shape} disagree in (H, W)"
+            )
+        self.fourier = FourierOp()
+
+    @property
+    def multicoil(self) -> bool:
+        return self.coils is not None
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.coils is not None:
+            x = self.coils.forward(x)
+        return self.sampling.forward(self.fourier.forward(x))
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        x = self.fourier.adjoint(self.sampling.adjoint(y))
+        return self.coils.adjoint(x) if self.coils is not None else x
+
+
+def adjointness_error(
+    op: LinearOperator,
+    x_shape: Sequence[int],
+    y_shape: Sequence[int],
+    dtype: torch.dtype = torch.complex128,
+    seed: int = 0,
+) -> float:
+    """Relative dot-product test ``|<A x, y> - <x, A^H y>| / (|<A x, y>| + tiny)``.
+
+    Random complex ``x`` and ``y`` of the given shapes; a correct adjoint gives round-off only.
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*x_shape, dtype=dtype, generator=g)
+    y = torch.randn(*y_shape, dtype=dtype, generator=g)
+    lhs = torch.vdot(op.forward(x).flatten(), y.flatten())
+    rhs = torch.vdot(x.flatten(), op.adjoint(y).flatten())
+    return float((lhs - rhs).abs() / (lhs.abs() + 1e-30))

@@ -1,0 +1,1 @@
+"""Data sets, simulation, training and evaluation for PASSNet."""
