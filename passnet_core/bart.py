@@ -1,0 +1,92 @@
+"""Thin bridge to the BART command-line tools: ``.cfl``/``.hdr`` files and a runner.
+
+BART stores complex64 arrays in Fortran (column-major) order in ``name.cfl`` with the
+dimensions as text in ``name.hdr``. Its axes are fixed: 0 readout, 1 phase, 2 partition,
+3 coil, ..., 10 time; callers permute to that layout themselves.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def available() -> bool:
+    """True when a ``bart`` executable is on ``PATH``."""
+    return shutil.which("bart") is not None
+
+
+def _base(path: str | Path) -> Path:
+    """Strip a ``.cfl``/``.hdr`` suffix: BART names a dataset by its base name."""
+    p = Path(path)
+    return p.with_suffix("") if p.suffix in (".cfl", ".hdr") else p
+
+
+def write_cfl(path: str | Path, array: np.ndarray) -> None:
+    """Write ``array`` as ``path.cfl`` + ``path.hdr`` (complex64, Fortran order)."""
+    base = _base(path)
+    data = np.asarray(array, dtype=np.complex64)
+    dims = list(data.shape) or [1]
+    with open(base.with_suffix(".hdr"), "w") as f:
+        f.write("# Dimensions\n" + " ".join(str(d) for d in dims) + "\n")
+    data.ravel(order="F").tofile(base.with_suffix(".cfl"))
+
+
+def read_cfl(path: str | Path) -> np.ndarray:
+    """Read ``path.cfl`` / ``path.hdr`` into a complex64 array (trailing singletons dropped)."""
+    base = _base(path)
+    lines = base.with_suffix(".hdr").read_text().splitlines()
+    try:
+        dims_line = next(ln for ln in lines[1:] if ln.strip() and not ln.startswith("#"))
+    except StopIteration:
+        raise ValueError(f"{base}.hdr has no dimensions line") from None
+    dims = [int(d) for d in dims_line.split()]
+    while len(dims) > 1 and dims[-1] == 1:
+        dims.pop()
+    data = np.fromfile(base.with_suffix(".cfl"), dtype=np.complex64)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{base}.cfl holds {data.size} values, header says {dims}")
+    return data.reshape(dims, order="F")
+
+
+def run_bart(
+    args: Sequence[str],
+    inputs: Mapping[str, np.ndarray],
+    outputs: Sequence[str] = (),
+    timeout: float | None = 600,
+) -> dict[str, np.ndarray]:
+    """Run ``bart *args`` in a temporary folder and return the named outputs.
+
+    Parameters
+    ----------
+    args
+        Command arguments after ``bart``; refer to inputs and outputs by their bare names,
+        e.g. ``["ecalib", "-m1", "-r", "24", "kspace", "maps"]``.
+    inputs
+        Arrays written as ``name.cfl`` before the call.
+    outputs
+        Names read back after the call.
+    timeout
+        Seconds before the process is killed.
+
+    Raises
+    ------
+    RuntimeError
+        If ``bart`` is missing or exits with an error (its stderr is included).
+    """
+    if not available():
+        raise RuntimeError("bart is not installed (no 'bart' on PATH)")
+    with tempfile.TemporaryDirectory(prefix="passnet_bart_") as tmp:
+        for name, arr in inputs.items():
+            write_cfl(Path(tmp) / name, arr)
+        proc = subprocess.run(
+            ["bart", *map(str, args)], cwd=tmp, capture_output=True, text=True, timeout=timeout
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"bart {' '.join(map(str, args))} failed: {proc.stderr.strip()}")
+        return {name: read_cfl(Path(tmp) / name) for name in outputs}

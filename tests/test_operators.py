@@ -1,0 +1,113 @@
+"""Operators and FFT: adjointness, autograd consistency, unitarity, input checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from passnet_core.fft import fft2c, ifft2c
+from passnet_core.operators import CoilOp, EncodingOp, FourierOp, SamplingOp
+from passnet_core.testing import assert_adjoint, random_complex
+
+B, C, T, H, W = 2, 3, 4, 10, 12
+
+
+def _mask(batched: bool = False) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    shape = (B, T, H, W) if batched else (T, H, W)
+    return (torch.rand(*shape, generator=g) < 0.4).float()
+
+
+def _maps() -> torch.Tensor:
+    return random_complex((B, C, H, W), seed=2)
+
+
+def _operators():
+    """(name, operator, x_shape, y_shape) for every operator configuration."""
+    return [
+        ("fourier", FourierOp(), (B, T, H, W), (B, T, H, W)),
+        ("sampling", SamplingOp(_mask()), (B, T, H, W), (B, T, H, W)),
+        ("sampling_batched", SamplingOp(_mask(True)), (B, T, H, W), (B, T, H, W)),
+        ("sampling_coil", SamplingOp(_mask(), coil_axis=True), (B, C, T, H, W), (B, C, T, H, W)),
+        ("coil", CoilOp(_maps()), (B, T, H, W), (B, C, T, H, W)),
+        ("encoding_single", EncodingOp(_mask()), (B, T, H, W), (B, T, H, W)),
+        ("encoding_multi", EncodingOp(_mask(), _maps()), (B, T, H, W), (B, C, T, H, W)),
+        ("encoding_multi_bmask", EncodingOp(_mask(True), _maps()), (B, T, H, W), (B, C, T, H, W)),
+    ]
+
+
+@pytest.mark.parametrize("name,op,x_shape,y_shape", _operators(), ids=[o[0] for o in _operators()])
+def test_dot_product_adjointness(name, op, x_shape, y_shape):
+    assert_adjoint(op, x_shape, y_shape, tol=1e-5)
+    # complex64 too: the dtype the pipeline actually runs in
+    assert_adjoint(op, x_shape, y_shape, tol=1e-5, dtype=torch.complex64)
+
+
+@pytest.mark.parametrize("name,op,x_shape,y_shape", _operators(), ids=[o[0] for o in _operators()])
+def test_vjp_equals_adjoint(name, op, x_shape, y_shape):
+    # For a C-linear map y = A x, PyTorch's vector-Jacobian product with cotangent v is
+    # A^H v (it returns the conjugate Wirtinger gradient), so autograd must agree with adjoint.
+    x = random_complex(x_shape, seed=3, dtype=torch.complex128).requires_grad_(True)
+    v = random_complex(y_shape, seed=4, dtype=torch.complex128)
+    (grad,) = torch.autograd.grad(op.forward(x), x, grad_outputs=v)
+    expected = op.adjoint(v)
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_adjointness_detects_a_wrong_adjoint():
+    class BrokenOp(FourierOp):
+        def _adjoint(self, y):
+            return fft2c(y)  # the forward, not the inverse
+
+    from passnet_core.operators import adjointness_error
+
+    assert adjointness_error(BrokenOp(), (1, 1, 8, 8), (1, 1, 8, 8)) > 1e-2
+
+
+def test_fft2c_is_unitary_and_inverted_by_ifft2c():
+    x = random_complex((2, 3, 16, 20), seed=5, dtype=torch.complex128)
+    k = fft2c(x)
+    torch.testing.assert_close(k.norm(), x.norm(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(ifft2c(k), x, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("h,w", [(16, 16), (15, 17), (8, 13)])
+def test_fft2c_puts_dc_at_the_centre(h, w):
+    # a constant image has all its energy at DC, which must land on (H//2, W//2)
+    k = fft2c(torch.ones(h, w, dtype=torch.complex64))
+    peak = int(k.abs().flatten().argmax())
+    assert divmod(peak, w) == (h // 2, w // 2)
+    assert k[h // 2, w // 2].real == pytest.approx((h * w) ** 0.5, rel=1e-5)
+    # and a delta at the image centre has flat k-space with zero phase
+    d = torch.zeros(h, w, dtype=torch.complex64)
+    d[h // 2, w // 2] = 1
+    torch.testing.assert_close(
+        fft2c(d), torch.full((h, w), (h * w) ** -0.5 + 0j), atol=1e-6, rtol=0
+    )
+
+
+def test_real_input_raises():
+    with pytest.raises(ValueError, match="complex"):
+        FourierOp().forward(torch.ones(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="complex"):
+        EncodingOp(_mask()).adjoint(torch.ones(B, T, H, W))
+
+
+def test_wrong_spatial_shape_raises():
+    with pytest.raises(ValueError, match="trailing shape"):
+        SamplingOp(_mask()).forward(random_complex((B, T, H + 1, W)))
+    with pytest.raises(ValueError, match="trailing shape"):
+        EncodingOp(_mask(), _maps()).forward(random_complex((B, T, H, W - 1)))
+
+
+def test_bad_mask_and_maps_raise():
+    with pytest.raises(ValueError, match="real"):
+        SamplingOp(_mask().to(torch.complex64))
+    with pytest.raises(ValueError, match="mask must be"):
+        SamplingOp(torch.ones(H, W))
+    with pytest.raises(ValueError, match="coil maps"):
+        CoilOp(torch.ones(B, C, H, W))
+    with pytest.raises(ValueError, match="coil maps"):
+        CoilOp(random_complex((C, H, W)))
+    with pytest.raises(ValueError, match="disagree"):
+        EncodingOp(_mask(), random_complex((B, C, H, W + 2)))
