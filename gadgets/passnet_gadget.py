@@ -1,0 +1,100 @@
+"""Gadgetron external Python step running the PASSNet chain.
+
+Gadgetron starts it from a chain's ``<external>`` node as::
+
+    python3 -m gadgetron PORT gadgets.passnet_gadget reconstruct
+
+and calls :func:`reconstruct` with a ``gadgetron.external.Connection`` whose ``config`` is the
+node's ``<configuration>`` and whose ``header`` is the parsed ISMRMRD header. The step accepts
+raw acquisitions (``passnet_raw.xml``) and ReconData from a native BucketToBufferGadget
+(``passnet_buffered.xml``); the chain decides what to do with each item.
+
+For debugging, :func:`listen` serves one connection in Gadgetron's passive mode
+(``<connect port="..."/>`` in the chain).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from gadgetron.external import Connection
+from gadgetron.external import listen as gadgetron_listen
+from gadgetron.types.recon_data import ReconData
+
+from gadgets import protocol
+
+LOG = logging.getLogger(__name__)
+
+# Seconds the step waits for the next message before giving up on Gadgetron.
+DEFAULT_READ_TIMEOUT_S = float(os.environ.get("PASSNET_GADGET_TIMEOUT", "300"))
+
+
+def _read_item_strict(connection: Connection) -> tuple[int, Any]:
+    """Like ``Connection._read_item`` but an unknown id is an error, not a silent end."""
+    message_id = connection._read_message_identifier()
+    reader = connection.readers.get(message_id)
+    if reader is None:
+        raise protocol.ProtocolError(
+            f"unknown message id {message_id} from Gadgetron (known: {sorted(connection.readers)})"
+        )
+    return message_id, reader(connection.socket)
+
+
+def harden_connection(connection: Connection, timeout: float | None) -> None:
+    """Fix three gadgetron 1.4.1 behaviours on one connection, without patching the package.
+
+    - its socket wrapper has no timeout and loops forever when the peer closes mid-message:
+      replaced by :class:`gadgets.protocol.SocketStream` (timeout, clear errors, idempotent
+      close, so Gadgetron's own ``with`` block can close again harmlessly);
+    - an unknown message id ends the stream silently: now a :class:`ProtocolError`;
+    - its ReconData writer breaks on numpy 2: replaced by :func:`protocol.write_recon_data`.
+    """
+    raw_socket = connection.socket.socket
+    connection.socket = protocol.SocketStream(raw_socket, timeout=timeout)
+    connection._read_item = lambda: _read_item_strict(connection)
+    connection.add_writer(lambda item: isinstance(item, ReconData), protocol.write_recon_data)
+
+
+def reconstruct(connection: Connection, timeout: float | None = DEFAULT_READ_TIMEOUT_S) -> None:
+    """Run the PASSNet chain over a Gadgetron connection; never raises to the host.
+
+    Parameters
+    ----------
+    connection
+        The ``gadgetron.external.Connection`` Gadgetron hands to the step.
+    timeout
+        Seconds to wait for each message before ending the stream; ``None`` waits forever.
+    """
+    # Imported here so that `python -m gadgetron` can load this module even when torch is slow
+    # to import, and a broken chain shows up in the log rather than as an import error.
+    try:
+        from gadgets.chain import ChainParams, run_chain
+
+        harden_connection(connection, timeout)
+        params = ChainParams.from_config(connection.config)
+        LOG.info("PASSNet step starting with %s", params)
+        report = run_chain(connection.header, connection, connection.send, params)
+        LOG.info(
+            "PASSNet step done: %d slice(s) reconstructed, %d failed",
+            report.slices_done,
+            report.slices_failed,
+        )
+        for error in report.errors:
+            LOG.error("PASSNet step: %s", error)
+    except Exception:
+        LOG.exception("PASSNet step failed")
+    finally:
+        try:
+            connection.socket.close()
+        except Exception:  # closing must never raise to the host
+            LOG.debug("closing the Gadgetron connection failed", exc_info=True)
+
+
+def listen(port: int, timeout: float | None = DEFAULT_READ_TIMEOUT_S) -> None:
+    """Passive mode: wait for one Gadgetron connection on ``port`` and run :func:`reconstruct`.
+
+    Pair it with ``<external><connect port="PORT"/><configuration/></external>`` in a chain.
+    """
+    gadgetron_listen(port, reconstruct, timeout=timeout)

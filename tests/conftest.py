@@ -1,0 +1,74 @@
+"""Shared fixtures: a free loopback port, a small simulated cine file, tiny random weights."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import ismrmrd
+import pytest
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def cine_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small simulated multi-coil cine ISMRMRD file (4 coils, 8 frames, 48 x 48, VDS R=4)."""
+    path = tmp_path_factory.mktemp("cine") / "cine.h5"
+    from training.simulate import simulate_cine
+
+    simulate_cine(path, seed=0, n_coils=4, frames=8, matrix=(48, 48), mask="vds", accel=4)
+    return path
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weights PASSNet (2 stages) saved with passnet_core.weights."""
+    import torch
+
+    from passnet_core.model import PASSNet, PASSNetConfig
+    from passnet_core.weights import save_weights
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(PASSNet(PASSNetConfig(n_stages=2)), path)
+    return path
+
+
+@dataclass(frozen=True)
+class RawStream:
+    """What a client streams for one file: header XML, acquisitions, expected frame count."""
+
+    header_xml: str
+    acquisitions: list
+    frames: int
+    slices: int
+
+    @property
+    def header(self):
+        return ismrmrd.xsd.CreateFromDocument(self.header_xml)
+
+
+@pytest.fixture(scope="session")
+def cine_stream(cine_file: Path) -> RawStream:
+    """The simulated file read back as a header and a list of acquisitions."""
+    dataset = ismrmrd.Dataset(str(cine_file), "dataset", create_if_needed=False)
+    try:
+        header_xml = dataset.read_xml_header()
+        header_xml = header_xml.decode("utf-8") if isinstance(header_xml, bytes) else header_xml
+        acquisitions = [
+            dataset.read_acquisition(i) for i in range(dataset.number_of_acquisitions())
+        ]
+    finally:
+        dataset.close()
+    imaging = [a for a in acquisitions if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
+    frames = len({a.idx.phase for a in imaging}) * len({a.idx.repetition for a in imaging})
+    slices = len({a.idx.slice for a in imaging})
+    return RawStream(header_xml, acquisitions, frames, slices)

@@ -1,0 +1,201 @@
+"""The external gadget over real loopback sockets, the test playing Gadgetron's side.
+
+Gadgetron's side of the external protocol: it listens, starts ``python3 -m gadgetron PORT
+MODULE TARGET``, then sends the step's configuration (id 2), the ISMRMRD header (id 3), the
+items and close (id 4), and reads the step's items until the step's close.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import ismrmrd
+import numpy as np
+import pytest
+from gadgetron.external import Connection
+from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription
+
+from gadgets import passnet_gadget, protocol
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _step_config(weights: Path) -> str:
+    return (
+        "<configuration>"
+        f'<property name="weights" value="{weights}"/>'
+        '<property name="device" value="cpu"/>'
+        "</configuration>"
+    )
+
+
+def _play_gadgetron(sock: socket.socket, config: str, header_xml: str, items) -> None:
+    stream = protocol.SocketStream(sock, timeout=30)
+    protocol.write_config_script(stream, config, nul_terminated=False)
+    protocol.write_header(stream, header_xml, nul_terminated=False)
+    for item in items:
+        protocol.write_item(stream, item)
+    protocol.write_close(stream)
+
+
+def _collect(sock: socket.socket, timeout: float = 60) -> tuple[list, bool]:
+    stream = protocol.SocketStream(sock, timeout=timeout)
+    images = []
+    while True:
+        try:
+            message = protocol.read_message(stream)
+        except protocol.TruncatedStreamError:
+            return images, False
+        if message.id == protocol.MESSAGE_CLOSE:
+            return images, True
+        assert message.id == protocol.MESSAGE_IMAGE, message.name
+        images.append(message.item)
+
+
+def _listener() -> socket.socket:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(60)
+    return listener
+
+
+def test_gadget_started_like_gadgetron_returns_one_image_per_frame(cine_stream, weights_file):
+    with _listener() as listener:
+        port = listener.getsockname()[1]
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), GADGETRON_EXTERNAL_LOG_LEVEL="INFO")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gadgetron", str(port), "gadgets.passnet_gadget", "reconstruct"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            sock, _ = listener.accept()
+            with sock:
+                sender = threading.Thread(
+                    target=_play_gadgetron,
+                    args=(sock, _step_config(weights_file), cine_stream.header_xml),
+                    kwargs={"items": cine_stream.acquisitions},
+                )
+                sender.start()
+                images, closed = _collect(sock)
+                sender.join(30)
+            output = process.communicate(timeout=60)[0].decode(errors="replace")
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    assert closed, output
+    assert process.returncode == 0, output
+    assert len(images) == cine_stream.frames * cine_stream.slices
+    assert all(np.isfinite(im.data).all() and im.data.max() > 0 for im in images)
+    # one image per (slice, frame): no frame lost or sent twice
+    assert len({(im.slice, im.phase, im.repetition) for im in images}) == len(images)
+
+
+def _run_gadget_in_thread(timeout: float):
+    """Start reconstruct() on the step side of a socket pair; return (gadgetron side, thread)."""
+    gadgetron_side, step_side = socket.socketpair()
+    errors: list[BaseException] = []
+
+    def step() -> None:
+        try:
+            connection = Connection(step_side)
+            passnet_gadget.reconstruct(connection, timeout=timeout)
+        except BaseException as exc:  # reconstruct must never raise; record it if it does
+            errors.append(exc)
+
+    thread = threading.Thread(target=step, daemon=True)
+    return gadgetron_side, thread, errors
+
+
+def _recon_data_from(cine_stream) -> ReconData:
+    """What BucketToBufferGadget (N_dimension=phase) would send for the one simulated slice."""
+    header = cine_stream.header
+    encoding = header.encoding[0]
+    e1 = encoding.encodingLimits.kspace_encoding_step_1.maximum + 1
+    imaging = [
+        a for a in cine_stream.acquisitions if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
+    ]
+    ro, channels = imaging[0].number_of_samples, imaging[0].active_channels
+    frames = max(a.idx.phase for a in imaging) + 1
+    data = np.zeros((ro, e1, 1, channels, frames, 1, 1), np.complex64)
+    headers = np.empty((e1, 1, frames, 1, 1), dtype=object)
+    for index in np.ndindex(headers.shape):
+        headers[index] = ismrmrd.AcquisitionHeader()
+    for acq in imaging:
+        line, phase = acq.idx.kspace_encode_step_1, acq.idx.phase
+        data[:, line, 0, :, phase, 0, 0] = acq.data.T
+        headers[line, 0, phase, 0, 0] = acq.getHead()
+    sampling = SamplingDescription()
+    sampling.sampling_limits[1].center = encoding.encodingLimits.kspace_encoding_step_1.center
+    sampling.sampling_limits[1].max = e1 - 1
+    return ReconData([ReconBit(ReconBuffer(data, None, None, headers, sampling))])
+
+
+def test_gadget_reconstructs_recon_data_from_native_buffering(cine_stream, weights_file):
+    gadgetron_side, thread, errors = _run_gadget_in_thread(timeout=30)
+    with gadgetron_side:
+        thread.start()
+        sender = threading.Thread(
+            target=_play_gadgetron,
+            args=(gadgetron_side, _step_config(weights_file), cine_stream.header_xml),
+            kwargs={"items": [_recon_data_from(cine_stream)]},
+        )
+        sender.start()
+        images, closed = _collect(gadgetron_side)
+        sender.join(30)
+    thread.join(30)
+    assert not thread.is_alive() and not errors
+    assert closed
+    assert len(images) == cine_stream.frames * cine_stream.slices
+
+
+@pytest.mark.parametrize("case", ["stall", "truncated", "unknown_id"])
+def test_gadget_ends_cleanly_on_bad_streams(case, cine_stream, weights_file):
+    gadgetron_side, thread, errors = _run_gadget_in_thread(timeout=1.0)
+    with gadgetron_side:
+        thread.start()
+        stream = protocol.SocketStream(gadgetron_side, timeout=30)
+        protocol.write_config_script(stream, _step_config(weights_file), nul_terminated=False)
+        protocol.write_header(stream, cine_stream.header_xml, nul_terminated=False)
+        if case == "truncated":
+            protocol.write_acquisition(stream, cine_stream.acquisitions[0])
+            stream.write(struct.pack("<H", 1008) + b"\0" * 50)
+            gadgetron_side.shutdown(socket.SHUT_WR)
+        elif case == "unknown_id":
+            stream.write(struct.pack("<H", 999) + b"\0" * 64)
+        # "stall": send nothing more; the step's 1 s read timeout must end it
+        images, closed = _collect(gadgetron_side, timeout=30)
+    thread.join(30)
+    assert not thread.is_alive(), f"step still running after a {case} stream"
+    assert not errors, errors
+    assert closed, f"step did not send close after a {case} stream"
+    assert images == []  # nothing complete arrived
+
+
+def test_passive_mode_listen_serves_one_connection(free_port, cine_stream):
+    step = threading.Thread(target=passnet_gadget.listen, args=(free_port,), daemon=True)
+    step.start()
+    deadline = time.monotonic() + 10
+    while True:  # the step binds in its thread; retry until it listens
+        try:
+            sock = socket.create_connection(("127.0.0.1", free_port), timeout=5)
+            break
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline, "passive step never listened"
+            time.sleep(0.05)
+    with sock:
+        _play_gadgetron(sock, "<configuration/>", cine_stream.header_xml, items=[])
+        images, closed = _collect(sock, timeout=30)
+    step.join(30)
+    assert closed and images == [] and not step.is_alive()
