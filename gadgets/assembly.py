@@ -1,0 +1,517 @@
+"""Acquisitions -> per-slice k-space arrays (pure numpy; no sockets, no network).
+
+Layout of everything produced here (see docs/design.md):
+k-space ``(C, T, H, W)`` complex64, centred (DC at ``H//2, W//2``), ``H`` = phase encode
+(ISMRMRD E1), ``W`` = readout after oversampling removal; mask ``(T, H, W)`` float32 0/1.
+
+Rules, in the order a line meets them:
+
+* noise scans (``ACQ_IS_NOISE_MEASUREMENT``) feed the noise covariance; the prewhitening matrix
+  ``W = L^-1`` (``cov = L L^H``, Cholesky) is applied to each slice when it is assembled;
+* navigator, phase-correction, RT/HP-feedback, dummy and surface-coil scans are skipped;
+* a line goes to row ``e1 - centre_e1 + H//2`` (``centre_e1`` from ``encodingLimits``), so
+  partial Fourier leaves zero rows; readout samples go to ``centre_sample -> enc_x//2`` in the
+  encoded readout grid (asymmetric echo zero-filled);
+* ``ACQ_IS_PARALLEL_CALIBRATION`` lines feed only the calibration k-space (coil maps), lines
+  flagged ``..._AND_IMAGING`` (and ordinary lines) feed both;
+* the frame index is ``idx.phase`` or ``idx.repetition`` (``"auto"``: whichever the header's
+  encoding limits say varies), the slice index ``idx.slice``;
+* a slice is complete on ``ACQ_LAST_IN_SLICE`` in its last frame (by the header limits) or on
+  ``ACQ_LAST_IN_MEASUREMENT``; :meth:`AcquisitionBuffer.flush` completes the rest.
+
+Readout oversampling is removed per slice in one FFT: the encoded readout (``enc_x``) is
+transformed to image space, the central ``recon_x`` columns kept and transformed back.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger("passnet.assembly")
+
+# ISMRMRD acquisition flags (1-based bit numbers, ismrmrd/constants.py).
+ACQ_LAST_IN_SLICE = 8
+ACQ_IS_NOISE_MEASUREMENT = 19
+ACQ_IS_PARALLEL_CALIBRATION = 20
+ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING = 21
+ACQ_LAST_IN_MEASUREMENT = 25
+SKIPPED_FLAGS = {
+    23: "navigator",
+    24: "phase correction",
+    26: "HP feedback",
+    27: "dummy scan",
+    28: "RT feedback",
+    29: "surface coil correction",
+}
+FRAME_DIMENSIONS = ("phase", "repetition", "auto")
+
+
+def flag_set(flags: int, bit: int) -> bool:
+    """True when ISMRMRD flag ``bit`` (1-based) is set in ``flags``."""
+    return bool(int(flags) & (1 << (bit - 1)))
+
+
+# ----------------------------------------------------------------------------- header geometry
+@dataclass(frozen=True)
+class Geometry:
+    """What the ISMRMRD header says about the first encoding.
+
+    ``enc_x``/``enc_y``: encoded matrix; ``recon_x``/``recon_y``: recon matrix; ``centre_e1``:
+    E1 index of the k-space centre; ``n_frames``/``n_slices``: from the encoding limits
+    (``None`` when the header does not say); ``fov``: reconSpace field of view (mm).
+    """
+
+    enc_x: int
+    enc_y: int
+    recon_x: int
+    recon_y: int
+    centre_e1: int
+    frame_dimension: str
+    n_frames: int | None
+    n_slices: int | None
+    fov: tuple[float, float, float]
+    channels: int | None
+
+
+def _limit_count(limits, name: str) -> int | None:
+    lim = getattr(limits, name, None) if limits is not None else None
+    if lim is None or lim.maximum is None:
+        return None
+    return int(lim.maximum) - int(lim.minimum or 0) + 1
+
+
+def resolve_frame_dimension(header, choice: str = "auto") -> str:
+    """``"phase"``/``"repetition"`` as given; ``"auto"``: phase if its limit has >1 value,
+    else repetition if that has >1, else phase."""
+    if choice not in FRAME_DIMENSIONS:
+        raise ValueError(f"frame_dimension must be one of {FRAME_DIMENSIONS}, got {choice!r}")
+    if choice != "auto":
+        return choice
+    limits = header.encoding[0].encodingLimits
+    if (_limit_count(limits, "phase") or 1) > 1:
+        return "phase"
+    if (_limit_count(limits, "repetition") or 1) > 1:
+        return "repetition"
+    return "phase"
+
+
+def geometry_from_header(header, frame_dimension: str = "auto") -> Geometry:
+    """Read matrix sizes, k-space centre, frame/slice counts and FOV from a parsed header."""
+    enc = header.encoding[0]
+    es, rs = enc.encodedSpace, enc.reconSpace or enc.encodedSpace
+    enc_x, enc_y = int(es.matrixSize.x), int(es.matrixSize.y)
+    recon_x = min(int(rs.matrixSize.x), enc_x)
+    recon_y = min(int(rs.matrixSize.y), enc_y)
+    limits = enc.encodingLimits
+    e1 = getattr(limits, "kspace_encoding_step_1", None) if limits is not None else None
+    centre = int(e1.center) if e1 is not None and e1.center is not None else enc_y // 2
+    dim = resolve_frame_dimension(header, frame_dimension)
+    fov = rs.fieldOfView_mm
+    system = header.acquisitionSystemInformation
+    channels = getattr(system, "receiverChannels", None) if system is not None else None
+    return Geometry(
+        enc_x=enc_x,
+        enc_y=enc_y,
+        recon_x=recon_x,
+        recon_y=recon_y,
+        centre_e1=centre,
+        frame_dimension=dim,
+        n_frames=_limit_count(limits, dim),
+        n_slices=_limit_count(limits, "slice"),
+        fov=(float(fov.x), float(fov.y), float(fov.z)),
+        channels=int(channels) if channels else None,
+    )
+
+
+# ------------------------------------------------------------------------------ noise / readout
+def noise_covariance(noise_lines: list[np.ndarray]) -> np.ndarray:
+    """Sample covariance ``(C, C)`` of noise scans, each ``(C, S)`` complex."""
+    if not noise_lines:
+        raise ValueError("no noise scans to estimate a noise covariance from")
+    samples = np.concatenate([np.asarray(n, dtype=np.complex128) for n in noise_lines], axis=1)
+    return (samples @ samples.conj().T) / max(samples.shape[1] - 1, 1)
+
+
+def prewhitening_matrix(covariance: np.ndarray) -> np.ndarray:
+    """``W = L^-1`` with ``cov = L L^H``: ``W @ data`` has identity noise covariance.
+
+    Raises
+    ------
+    ValueError
+        If the covariance is not Hermitian positive definite (dead or duplicated channels).
+    """
+    cov = np.asarray(covariance, dtype=np.complex128)
+    cov = 0.5 * (cov + cov.conj().T)
+    try:
+        chol = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError as exc:
+        raise ValueError(f"noise covariance is not positive definite: {exc}") from exc
+    return np.linalg.inv(chol).astype(np.complex64)
+
+
+def remove_readout_oversampling(kspace: np.ndarray, n_out: int) -> np.ndarray:
+    """Keep the central ``n_out`` image columns of centred k-space along the last axis.
+
+    Cropping the image field of view keeps the k-space extent and widens the sample spacing,
+    which is what the scanner's 2x readout oversampling needs undone.
+    """
+    n_in = kspace.shape[-1]
+    if n_out == n_in:
+        return kspace
+    if n_out > n_in:
+        raise ValueError(f"cannot crop readout of {n_in} samples to {n_out}")
+    # Orthonormal transforms keep the image pixel values: ifft2c of the result equals the
+    # central crop of ifft2c of the input.
+    img = np.fft.fftshift(
+        np.fft.ifft(np.fft.ifftshift(kspace, axes=-1), axis=-1, norm="ortho"), axes=-1
+    )
+    start = n_in // 2 - n_out // 2
+    img = img[..., start : start + n_out]
+    out = np.fft.fftshift(
+        np.fft.fft(np.fft.ifftshift(img, axes=-1), axis=-1, norm="ortho"), axes=-1
+    )
+    return out.astype(np.complex64)
+
+
+def readout_mask(sampled: np.ndarray, n_out: int) -> np.ndarray:
+    """Map a boolean readout sampling pattern on the encoded grid to the cropped grid.
+
+    Cropping keeps the k-space extent, so output column ``j`` sits at encoded position
+    ``(j - n_out//2) * n_in / n_out + n_in//2``.
+    """
+    n_in = sampled.shape[-1]
+    pos = np.round((np.arange(n_out) - n_out // 2) * n_in / n_out + n_in // 2).astype(int)
+    return sampled[..., np.clip(pos, 0, n_in - 1)]
+
+
+# ------------------------------------------------------------------------------------ outputs
+@dataclass
+class SliceData:
+    """One slice ready for reconstruction.
+
+    Attributes
+    ----------
+    kspace
+        ``(C, T, H, W)`` complex64 image data (calibration-only lines excluded).
+    mask
+        ``(T, H, W)`` float32, 1 where a sample arrived.
+    calibration
+        ``(C, H, W)`` complex64 time average of everything sampled (ACS included), for coil maps.
+    reference
+        One acquisition header per frame (``ismrmrd.AcquisitionHeader``; ``None`` for a frame
+        with no data) for the image geometry and time stamps.
+    slice_index
+        ``idx.slice``.
+    field_of_view
+        reconSpace field of view (mm), ``(x, y, z)``.
+    recon_matrix
+        reconSpace ``(x, y)``: images are cropped to ``(y, x)`` = ``(H', W')``.
+    frame_dimension
+        ``"phase"`` or ``"repetition"``.
+    """
+
+    kspace: np.ndarray
+    mask: np.ndarray
+    calibration: np.ndarray
+    reference: list
+    slice_index: int
+    field_of_view: tuple[float, float, float]
+    recon_matrix: tuple[int, int]
+    frame_dimension: str = "phase"
+    calib_lines: int = 0
+
+
+@dataclass
+class SliceFailure:
+    """A slice that could not be assembled, with the reason."""
+
+    slice_index: int
+    message: str
+
+
+@dataclass
+class _SliceBuffer:
+    channels: int | None = None
+    samples: int | None = None
+    lines: list = field(default_factory=list)  # (frame, row, offset, data, for_image)
+    references: dict = field(default_factory=dict)  # frame -> (distance to centre, header)
+    error: str | None = None
+
+
+class AcquisitionBuffer:
+    """Collects acquisitions per slice and emits :class:`SliceData` when a slice completes.
+
+    Parameters
+    ----------
+    header
+        Parsed ISMRMRD header.
+    frame_dimension
+        ``"phase"``, ``"repetition"`` or ``"auto"``.
+    max_matrix_elements
+        Refuse a slice whose ``C*T*H*W`` (encoded readout) exceeds this, before allocating.
+    """
+
+    def __init__(self, header, frame_dimension: str = "auto", max_matrix_elements: int = 1 << 26):
+        self.geometry = geometry_from_header(header, frame_dimension)
+        self.max_matrix_elements = int(max_matrix_elements)
+        self.noise: list[np.ndarray] = []
+        self.whitening: np.ndarray | None = None
+        self.skipped: dict[str, int] = {}
+        self._slices: dict[int, _SliceBuffer] = {}
+
+    # -- ingest --------------------------------------------------------------------------
+    def add(self, acquisition) -> list[SliceData | SliceFailure]:
+        """Add one ``ismrmrd.Acquisition``; returns the slices it completed (often none)."""
+        head = acquisition.getHead() if hasattr(acquisition, "getHead") else acquisition
+        return self.add_line(head, acquisition.data)
+
+    def add_line(self, head, data: np.ndarray) -> list[SliceData | SliceFailure]:
+        """Add one line given its ``ismrmrd.AcquisitionHeader`` and ``(C, S)`` samples."""
+        flags = int(head.flags)
+        if flag_set(flags, ACQ_IS_NOISE_MEASUREMENT):
+            self.noise.append(np.asarray(data))
+            self.whitening = None
+            return []
+        for bit, name in SKIPPED_FLAGS.items():
+            if flag_set(flags, bit):
+                self.skipped[name] = self.skipped.get(name, 0) + 1
+                return []
+        geo = self.geometry
+        slice_index = int(head.idx.slice)
+        buf = self._slices.setdefault(slice_index, _SliceBuffer())
+        if buf.error is None:
+            buf.error = self._check_line(head, data, buf)
+        if buf.error is None:
+            self._store(head, data, buf, flags)
+        frame = int(getattr(head.idx, geo.frame_dimension))
+        last_frame = geo.n_frames is None or frame >= geo.n_frames - 1
+        if flag_set(flags, ACQ_LAST_IN_MEASUREMENT):
+            return self.flush()
+        if flag_set(flags, ACQ_LAST_IN_SLICE) and last_frame:
+            return [self._finish(slice_index)]
+        return []
+
+    def _check_line(self, head, data: np.ndarray, buf: _SliceBuffer) -> str | None:
+        geo = self.geometry
+        channels, samples = int(head.active_channels), int(head.number_of_samples)
+        where = f"slice {int(head.idx.slice)}, line e1={int(head.idx.kspace_encode_step_1)}"
+        if data.shape != (channels, samples):
+            return f"{where}: data shape {data.shape} != header ({channels}, {samples})"
+        if buf.channels is None:
+            if geo.channels is not None and channels != geo.channels:
+                log.warning("%s: %d channels, header says %d", where, channels, geo.channels)
+            frames = geo.n_frames or 1
+            elements = channels * frames * geo.enc_y * max(geo.enc_x, samples)
+            if elements > self.max_matrix_elements:
+                return (
+                    f"{where}: matrix {channels}x{frames}x{geo.enc_y}x{geo.enc_x} = {elements} "
+                    f"elements exceeds max_matrix_elements={self.max_matrix_elements}"
+                )
+            buf.channels, buf.samples = channels, samples
+        elif channels != buf.channels:
+            return f"{where}: {channels} coils, earlier lines of this slice had {buf.channels}"
+        elif samples != buf.samples:
+            return f"{where}: {samples} samples, earlier lines of this slice had {buf.samples}"
+        if samples > geo.enc_x:
+            return f"{where}: {samples} samples exceed the encoded readout of {geo.enc_x}"
+        row = int(head.idx.kspace_encode_step_1) - geo.centre_e1 + geo.enc_y // 2
+        if not 0 <= row < geo.enc_y:
+            return f"{where}: maps to row {row}, outside the encoded matrix of {geo.enc_y} lines"
+        if not np.isfinite(data).all():
+            return f"{where}: NaN or inf samples"
+        return None
+
+    def _store(self, head, data: np.ndarray, buf: _SliceBuffer, flags: int) -> None:
+        geo = self.geometry
+        frame = int(getattr(head.idx, geo.frame_dimension))
+        e1 = int(head.idx.kspace_encode_step_1)
+        row = e1 - geo.centre_e1 + geo.enc_y // 2
+        offset = geo.enc_x // 2 - int(head.center_sample)
+        offset = min(max(offset, 0), geo.enc_x - data.shape[1])
+        calib_only = flag_set(flags, ACQ_IS_PARALLEL_CALIBRATION) and not flag_set(
+            flags, ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING
+        )
+        buf.lines.append((frame, row, offset, np.asarray(data, np.complex64), not calib_only))
+        distance = abs(e1 - geo.centre_e1) + (geo.enc_y if calib_only else 0)
+        best = buf.references.get(frame)
+        if best is None or distance < best[0]:
+            buf.references[frame] = (distance, head)
+
+    def _whitening(self) -> np.ndarray | None:
+        try:
+            return prewhitening_matrix(noise_covariance(self.noise))
+        except ValueError as exc:
+            log.warning("noise prewhitening disabled: %s", exc)
+            self.noise = []
+            return None
+
+    # -- completion ----------------------------------------------------------------------
+    def flush(self) -> list[SliceData | SliceFailure]:
+        """Complete every buffered slice (end of stream)."""
+        return [self._finish(s) for s in sorted(self._slices)]
+
+    def pending_slices(self) -> list[int]:
+        """Slice indices with buffered data."""
+        return sorted(self._slices)
+
+    def _finish(self, slice_index: int) -> SliceData | SliceFailure:
+        buf = self._slices.pop(slice_index)
+        try:
+            if buf.error is not None:
+                raise ValueError(buf.error)
+            return self._assemble(slice_index, buf)
+        except ValueError as exc:
+            return SliceFailure(slice_index, str(exc))
+
+    def _assemble(self, slice_index: int, buf: _SliceBuffer) -> SliceData:
+        geo = self.geometry
+        if not buf.lines:
+            raise ValueError(f"slice {slice_index}: no imaging data")
+        image_frames = [ln[0] for ln in buf.lines if ln[4]]
+        if not image_frames:
+            raise ValueError(f"slice {slice_index}: only calibration lines, no imaging data")
+        n_frames = max(max(image_frames) + 1, geo.n_frames or 1)
+        c, h, w = buf.channels, geo.enc_y, geo.enc_x
+        if c * n_frames * h * w > self.max_matrix_elements:
+            raise ValueError(
+                f"slice {slice_index}: {c}x{n_frames}x{h}x{w} exceeds max_matrix_elements"
+            )
+        kspace = np.zeros((c, n_frames, h, w), np.complex64)
+        sampled = np.zeros((n_frames, h, w), bool)
+        calib_sum = np.zeros((c, h, w), np.complex64)
+        calib_count = np.zeros((h, w), np.float32)
+        for frame, row, offset, data, for_image in buf.lines:
+            cols = slice(offset, offset + data.shape[1])
+            if for_image:
+                kspace[:, frame, row, cols] = data
+                sampled[frame, row, cols] = True
+            calib_sum[:, row, cols] += data
+            calib_count[row, cols] += 1
+        if calib_count[h // 2, w // 2] == 0:
+            raise ValueError(
+                f"slice {slice_index}: the k-space centre line (e1={geo.centre_e1}) was never "
+                "acquired; coil maps cannot be estimated"
+            )
+        calibration = calib_sum / np.maximum(calib_count, 1)
+        if self.noise and self.whitening is None:
+            self.whitening = self._whitening()
+        if self.whitening is not None and self.whitening.shape[0] == c:
+            # one matrix product per slice (per-line products cost far more in BLAS overhead)
+            kspace = (self.whitening @ kspace.reshape(c, -1)).reshape(kspace.shape)
+            calibration = (self.whitening @ calibration.reshape(c, -1)).reshape(c, h, w)
+        out_w = geo.recon_x
+        kspace = remove_readout_oversampling(kspace, out_w)
+        calibration = remove_readout_oversampling(calibration, out_w)
+        mask = readout_mask(sampled, out_w).astype(np.float32)
+        rows = calib_count.max(axis=1) > 0
+        return SliceData(
+            kspace=kspace,
+            mask=mask,
+            calibration=calibration.astype(np.complex64),
+            reference=[buf.references.get(t, (0, None))[1] for t in range(n_frames)],
+            slice_index=slice_index,
+            field_of_view=geo.fov,
+            recon_matrix=(geo.recon_x, geo.recon_y),
+            frame_dimension=geo.frame_dimension,
+            calib_lines=central_run(rows),
+        )
+
+
+def central_run(rows: np.ndarray) -> int:
+    """Length of the contiguous run of ``True`` through the centre index ``len//2``."""
+    c = len(rows) // 2
+    if not rows[c]:
+        return 0
+    lo, hi = c, c
+    while lo > 0 and rows[lo - 1]:
+        lo -= 1
+    while hi < len(rows) - 1 and rows[hi + 1]:
+        hi += 1
+    return hi - lo + 1
+
+
+# ------------------------------------------------------------------------- Gadgetron ReconData
+def slices_from_recon_data(recon_data, header) -> list[SliceData | SliceFailure]:
+    """Convert a ``gadgetron.types.ReconData`` (from BucketToBufferGadget) to slices.
+
+    Each bit's buffer ``data`` is ``(RO, E1, E2, CHA, N, S, LOC)``; frames are taken from
+    ``N`` (or ``S`` when ``N`` is 1), slices from ``LOC``; ``E2`` must be 1 (2-D imaging).
+    The mask is where lines are non-zero; the optional ``ref`` buffer (calibration) is averaged
+    with the image data into the calibration k-space. The E1 centre of the buffer
+    (``sampling_limits[1].center``) is moved to ``H//2``, and readout oversampling is removed
+    when the buffer still has the encoded readout length.
+    """
+    geo = geometry_from_header(header, "auto")
+    out: list[SliceData | SliceFailure] = []
+    for bit in recon_data:
+        buffer = bit.data
+        data = np.asarray(buffer.data)
+        if data.ndim != 7:
+            out.append(SliceFailure(-1, f"ReconData buffer has {data.ndim} axes, expected 7"))
+            continue
+        ro, e1, e2, c, n, s, loc = data.shape
+        for z in range(loc):
+            slice_index = z
+            try:
+                heads = np.asarray(buffer.headers).reshape(e1, e2, n, s, loc)
+                slice_index = int(_first_header(heads[..., z]).idx.slice)
+                if e2 != 1:
+                    raise ValueError(f"slice {slice_index}: 3-D buffer (E2={e2}) not supported")
+                # (RO, E1, CHA, N, S) -> (C, T, H, RO)
+                vol = data[:, :, 0, :, :, :, z].reshape(ro, e1, c, n * s)
+                kspace = np.ascontiguousarray(vol.transpose(2, 3, 1, 0)).astype(np.complex64)
+                if not np.isfinite(kspace).all():
+                    raise ValueError(f"slice {slice_index}: NaN or inf samples")
+                calib = kspace.sum(axis=1)
+                count = (np.abs(kspace).sum(axis=0) > 0).sum(axis=0).astype(np.float32)
+                if bit.ref is not None:
+                    ref = np.asarray(bit.ref.data)[:, :, 0, :, :, :, z]
+                    ref = ref.reshape(ref.shape[0], ref.shape[1], c, -1).transpose(2, 3, 1, 0)
+                    if ref.shape[2:] == kspace.shape[2:]:
+                        calib = calib + ref.sum(axis=1)
+                        count = count + (np.abs(ref).sum(axis=0) > 0).sum(axis=0)
+                calibration = (calib / np.maximum(count, 1)).astype(np.complex64)
+                shift = e1 // 2 - int(buffer.sampling.sampling_limits[1].center)
+                kspace = np.roll(kspace, shift, axis=2)
+                calibration = np.roll(calibration, shift, axis=1)
+                count = np.roll(count, shift, axis=0)
+                if count[e1 // 2].max() == 0:
+                    raise ValueError(
+                        f"slice {slice_index}: the k-space centre line was never acquired; "
+                        "coil maps cannot be estimated"
+                    )
+                out_w = min(geo.recon_x, ro)
+                kspace = remove_readout_oversampling(kspace, out_w)
+                calibration = remove_readout_oversampling(calibration, out_w)
+                mask = (np.abs(kspace).sum(axis=0) > 0).astype(np.float32)
+                refs = [_first_header(heads[:, :, i // s, i % s, z]) for i in range(n * s)]
+                out.append(
+                    SliceData(
+                        kspace=kspace,
+                        mask=mask,
+                        calibration=calibration,
+                        reference=refs,
+                        slice_index=slice_index,
+                        field_of_view=geo.fov,
+                        recon_matrix=(out_w, min(geo.recon_y, e1)),
+                        frame_dimension=geo.frame_dimension,
+                        calib_lines=central_run(count.max(axis=1) > 0),
+                    )
+                )
+            except ValueError as exc:
+                out.append(SliceFailure(slice_index, str(exc)))
+    return out
+
+
+def _first_header(heads: np.ndarray):
+    """The first non-empty header of an object array (BucketToBuffer leaves gaps zeroed)."""
+    flat = [h for h in np.asarray(heads).ravel() if h is not None]
+    for h in flat:
+        if int(h.number_of_samples) > 0:
+            return h
+    if not flat:
+        raise ValueError("ReconData buffer has no acquisition headers")
+    return flat[0]

@@ -1,0 +1,190 @@
+"""One assembled slice -> reconstructed frames: coil maps, network (or fallback), scaling.
+
+:class:`ReconEngine` loads the network lazily on the first slice and remembers a load failure,
+so a broken weights file is reported once, not once per slice; with ``fallback="zero_filled"``
+every slice is then reconstructed by zero-filled SENSE (``A^H d``) and the image comment says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from gadgets.assembly import SliceData
+from passnet_core.fft import ifft2c
+
+log = logging.getLogger("passnet.pipeline")
+
+FALLBACKS = ("zero_filled", "none")
+# Automatic output scaling: the slice's largest magnitude becomes this value (a 12-bit range,
+# what scanner DICOM viewers expect); the images stay float32.
+AUTO_SCALE_MAX = 4095.0
+
+
+class ReconEngine:
+    """Holds the (lazily loaded) network and the device.
+
+    Parameters
+    ----------
+    weights
+        Weights file, or ``None`` for the shipped default weights.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda[:n]"``.
+    fallback
+        ``"zero_filled"``: reconstruct by zero-filled SENSE when the network cannot be loaded
+        or fails; ``"none"``: the slice fails instead.
+    """
+
+    def __init__(
+        self, weights: str | None = None, device: str = "auto", fallback: str = "zero_filled"
+    ):
+        if fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
+        self.weights, self.device, self.fallback = weights, device, fallback
+        self._model = None
+        self.load_error: str | None = None
+
+    def model(self):
+        """The loaded network; raises ``RuntimeError`` (logged once) if it cannot be loaded."""
+        if self._model is None and self.load_error is None:
+            from passnet_core.inference import cached_model
+
+            try:
+                self._model = cached_model(self.weights, self.device)
+            except Exception as exc:  # missing file, bad format, bad device: all reported alike
+                self.load_error = (
+                    f"cannot load PASSNet weights ({self.weights or 'default'}): {exc}"
+                )
+                log.error(self.load_error)
+        if self._model is None:
+            raise RuntimeError(self.load_error)
+        return self._model
+
+    def reconstruct(
+        self, kspace: np.ndarray, mask: np.ndarray, coil_maps: np.ndarray | None
+    ) -> tuple[np.ndarray, str]:
+        """``(C, T, H, W)`` k-space -> ``((T, H, W)`` complex64 images, image comment)``."""
+        from passnet_core.inference import reconstruct
+
+        k = torch.from_numpy(kspace)
+        k = k[None] if coil_maps is not None else k[0][None]
+        maps = None if coil_maps is None else torch.as_tensor(coil_maps)[None]
+        try:
+            images = reconstruct(k, torch.from_numpy(mask), maps, self.model(), self.device)
+            return images[0].cpu().numpy(), "PASSNet"
+        except ValueError:
+            raise  # bad input: the fallback would not do better
+        except Exception as exc:
+            if self.fallback == "none":
+                raise RuntimeError(f"network failed: {exc}") from exc
+            if self.load_error is None:
+                log.error("network failed (%s); using zero-filled SENSE", exc)
+            return zero_filled_sense(kspace, mask, coil_maps), "PASSNet fallback: zero-filled"
+
+
+def zero_filled_sense(
+    kspace: np.ndarray, mask: np.ndarray, coil_maps: np.ndarray | None
+) -> np.ndarray:
+    """``A^H d``: coil-combined (or root-sum-of-squares without maps) zero-filled images."""
+    coil_images = ifft2c(torch.from_numpy(kspace * mask[None])).numpy()
+    if coil_maps is None:
+        if kspace.shape[0] == 1:
+            return coil_images[0]
+        return np.sqrt((np.abs(coil_images) ** 2).sum(0)).astype(np.complex64)
+    return (coil_images * coil_maps.conj()[:, None]).sum(0).astype(np.complex64)
+
+
+def estimate_maps(slice_data: SliceData, method: str = "espirit") -> np.ndarray | None:
+    """Coil maps ``(C, H, W)`` from the slice's calibration k-space; ``None`` for one coil."""
+    if slice_data.kspace.shape[0] == 1:
+        return None
+    from passnet_core.coilmaps import estimate_coil_maps
+
+    # ESPIRiT needs kernel^2 fully sampled windows in the calibration block, i.e. at least
+    # 2*kernel - 1 contiguous central lines: shrink the kernel for small ACS regions.
+    calib = max(min(24, slice_data.calib_lines), 3)
+    kernel = max(min(6, (calib + 1) // 2), 2)
+    calib = max(calib, kernel + 1)
+    try:
+        maps = estimate_coil_maps(slice_data.calibration, calib=calib, kernel=kernel, method=method)
+    except ValueError as exc:
+        if method == "walsh":
+            raise
+        log.warning("slice %d: ESPIRiT failed (%s); using Walsh maps", slice_data.slice_index, exc)
+        maps = estimate_coil_maps(
+            slice_data.calibration, calib=calib, kernel=kernel, method="walsh"
+        )
+    return maps.numpy()
+
+
+def centre_crop(images: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Central ``(h, w)`` of the last two axes (recon matrix smaller than encoded)."""
+    hh, ww = images.shape[-2:]
+    top, left = (hh - h) // 2, (ww - w) // 2
+    return images[..., top : top + h, left : left + w]
+
+
+@dataclass
+class SliceResult:
+    """Reconstructed frames of one slice.
+
+    ``frames``: ``(T, H', W')`` float32 magnitudes or complex64 (reconSpace matrix, H' = phase,
+    W' = readout); ``scale``: the factor applied; ``timing``: seconds per step.
+    """
+
+    frames: np.ndarray
+    comment: str
+    scale: float
+    timing: dict = field(default_factory=dict)
+
+
+def reconstruct_slice(slice_data: SliceData, params, engine: ReconEngine) -> SliceResult:
+    """Reconstruct every frame of one slice.
+
+    Parameters
+    ----------
+    slice_data
+        From :mod:`gadgets.assembly`.
+    params
+        A :class:`gadgets.chain.ChainParams` (uses ``output``: ``"magnitude"`` -> float32,
+        ``"complex"`` -> complex64; ``scale``: multiplies the images, ``None`` = the slice's
+        largest magnitude becomes 4095; ``coil_map_method``).
+    engine
+        Network holder.
+    """
+    output, scale = params.output, params.scale
+    if output not in ("magnitude", "complex"):
+        raise ValueError(f"output must be 'magnitude' or 'complex', got {output!r}")
+    t0 = time.perf_counter()
+    maps = estimate_maps(slice_data, params.coil_map_method)
+    t1 = time.perf_counter()
+    images, comment = engine.reconstruct(slice_data.kspace, slice_data.mask, maps)
+    t2 = time.perf_counter()
+    w, h = slice_data.recon_matrix
+    images = centre_crop(images, min(h, images.shape[-2]), min(w, images.shape[-1]))
+    peak = float(np.abs(images).max())
+    if scale is None:
+        scale = AUTO_SCALE_MAX / peak if peak > 0 else 1.0
+    images = images * scale
+    frames = (
+        np.abs(images).astype(np.float32) if output == "magnitude" else images.astype(np.complex64)
+    )
+    t3 = time.perf_counter()
+    timing = {
+        "slice": slice_data.slice_index,
+        "coil_maps_s": t1 - t0,
+        "network_s": t2 - t1,
+        "output_s": t3 - t2,
+        "total_s": t3 - t0,
+    }
+    c, n_t, n_h, n_w = slice_data.kspace.shape
+    log.info(
+        "slice %d: %d coils, %d frames, %dx%d; coil maps %.2f s, network %.2f s, "
+        "output %.3f s (%s)",
+        slice_data.slice_index, c, n_t, n_h, n_w, t1 - t0, t2 - t1, t3 - t2, comment,
+    )  # fmt: skip
+    return SliceResult(np.ascontiguousarray(frames), comment, float(scale), timing)

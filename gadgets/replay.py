@@ -1,0 +1,211 @@
+"""``passnet recon IN.h5 --out OUT.h5``: reconstruct an ISMRMRD raw file offline.
+
+The file is read in one bulk h5py read, streamed through :func:`gadgets.chain.run_chain`
+exactly as a Gadgetron connection would stream it, and the images are written as ISMRMRD
+images (``dataset/image_<series>``), optionally also as a PNG montage, DICOM or NIfTI.
+The exit code is non-zero when any slice failed; the good slices are written regardless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from gadgets.chain import ChainParams, run_chain
+from passnet_core.ismrmrd_io import read_raw, write_images
+
+log = logging.getLogger("passnet.replay")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``passnet recon``."""
+    parser.add_argument("input", type=Path, help="ISMRMRD raw data file (.h5)")
+    parser.add_argument("--out", type=Path, required=True, help="output ISMRMRD image file")
+    parser.add_argument("--weights", help="PASSNet weights (default: shipped weights)")
+    parser.add_argument("--device", help="auto | cpu | cuda[:n]")
+    parser.add_argument("--frame-dimension", choices=("phase", "repetition", "auto"))
+    parser.add_argument(
+        "--config",
+        help="chain configuration: XML text, an XML file, or a config name in "
+        "gadgetron_configs (its <external> <configuration> is used)",
+    )
+    parser.add_argument("--png", type=Path, help="write a montage of the frames + x-t profile")
+    parser.add_argument("--dicom", type=Path, help="write one DICOM file per image here")
+    parser.add_argument("--nifti", type=Path, help="write the magnitudes as NIfTI (x, y, t, slice)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def load_config(value: str | None) -> ET.Element | None:
+    """Resolve ``--config``: XML text, an XML file, or a name in ``gadgetron_configs``.
+
+    A full Gadgetron stream configuration is reduced to the ``<configuration>`` of its
+    ``<external>`` step.
+    """
+    if value is None:
+        return None
+    text = value
+    if not value.lstrip().startswith("<"):
+        path = Path(value)
+        if not path.is_file():
+            import gadgetron_configs
+
+            package = Path(gadgetron_configs.__file__).parent
+            candidates = [package / value, package / f"{value}.xml"]
+            path = next((p for p in candidates if p.is_file()), None)
+            if path is None:
+                raise ValueError(f"--config {value!r}: no such file or configuration name")
+        text = path.read_text()
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise ValueError(f"--config is not valid XML: {exc}") from exc
+    external = root.find(".//external/configuration")
+    return external if external is not None else root
+
+
+def params_from_args(args: argparse.Namespace) -> ChainParams:
+    """``--config`` properties overridden by the explicit command-line options."""
+    base = ChainParams.from_config(load_config(args.config))
+    overrides = {
+        "weights": args.weights,
+        "device": args.device,
+        "frame_dimension": args.frame_dimension,
+    }
+    values = {**base.__dict__, **{k: v for k, v in overrides.items() if v is not None}}
+    return ChainParams(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Reconstruct ``args.input`` into ``args.out``; 0 on success, 1 if any slice failed."""
+    try:
+        params = params_from_args(args)
+        t0 = time.perf_counter()
+        raw = read_raw(args.input)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    t_read = time.perf_counter() - t0
+    images: list = []
+    items = tqdm(
+        raw.acquisitions(),
+        total=len(raw),
+        unit="acq",
+        desc="replay",
+        disable=args.no_progress or None,
+    )
+    t1 = time.perf_counter()
+    report = run_chain(raw.header, items, images.append, params)
+    t_chain = time.perf_counter() - t1
+    args.out.unlink(missing_ok=True)
+    write_images(args.out, images, raw.header_xml)
+    compute = sum(t["total_s"] for t in report.timings)
+    log.info(
+        "%d acquisitions: read %.2f s, chain %.2f s (recon %.2f s); ingest %.0f acq/s; "
+        "%d images -> %s",
+        len(raw), t_read, t_chain, compute,
+        len(raw) / max(t_read + t_chain - compute, 1e-9), len(images), args.out,
+    )  # fmt: skip
+    for error in report.errors:
+        log.error("%s", error)
+    if images:
+        _write_extras(args, images)
+    return 1 if report.slices_failed or report.errors else 0
+
+
+def _volume(images: list) -> np.ndarray:
+    """Magnitudes ``(S, T, H, W)`` ordered by slice and image index."""
+    by_slice: dict[int, list] = {}
+    for im in sorted(images, key=lambda i: i.image_index):
+        by_slice.setdefault(int(im.slice), []).append(np.abs(im.data[0, 0]))
+    n_t = max(len(v) for v in by_slice.values())
+    frames = [v + [np.zeros_like(v[0])] * (n_t - len(v)) for _, v in sorted(by_slice.items())]
+    return np.asarray(frames, dtype=np.float32)
+
+
+def _write_extras(args: argparse.Namespace, images: list) -> None:
+    try:
+        if args.png:
+            write_montage(_volume(images), args.png)
+        if args.nifti:
+            write_nifti(_volume(images), images[0], args.nifti)
+        if args.dicom:
+            write_dicom(images, args.dicom)
+    except ImportError as exc:
+        log.error("optional output skipped (install passnet-gadgetron[io]): %s", exc)
+
+
+def write_montage(volume: np.ndarray, path: Path) -> None:
+    """PNG: the frames of each slice in a row, then an x-t profile through the centre row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_s, n_t, h, w = volume.shape
+    cols = min(n_t, 8) + 1
+    fig, axes = plt.subplots(n_s, cols, figsize=(2 * cols, 2 * n_s), squeeze=False)
+    vmax = float(np.percentile(volume, 99.5)) or 1.0
+    for s in range(n_s):
+        for t in range(cols - 1):
+            axes[s, t].imshow(volume[s, t], cmap="gray", vmin=0, vmax=vmax)
+            axes[s, t].set_title(f"s{s} t{t}", fontsize=7)
+        axes[s, -1].imshow(volume[s, :, h // 2, :], cmap="gray", vmin=0, vmax=vmax, aspect="auto")
+        axes[s, -1].set_title("x-t", fontsize=7)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_nifti(volume: np.ndarray, first, path: Path) -> None:
+    """NIfTI of shape (W, H, T, S) = (readout, phase, frame, slice) with mm voxel sizes."""
+    import nibabel as nib
+
+    _, _, h, w = volume.shape
+    fov = first.field_of_view
+    affine = np.diag([fov[0] / w, fov[1] / h, fov[2], 1.0])
+    data = volume.transpose(3, 2, 1, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+
+
+def write_dicom(images: list, folder: Path) -> None:
+    """One minimal secondary-capture-like MR DICOM per image (uint16 magnitudes)."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    series = generate_uid()
+    for im in images:
+        pixels = np.clip(np.abs(im.data[0, 0]), 0, 65535).astype(np.uint16)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = folder / f"image_{int(im.slice):03d}_{int(im.image_index):04d}.dcm"
+        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.SeriesInstanceUID, ds.StudyInstanceUID = series, series
+        ds.Modality, ds.SeriesDescription = "MR", "PASSNet"
+        ds.InstanceNumber = int(im.image_index)
+        ds.Rows, ds.Columns = pixels.shape
+        ds.PixelSpacing = [
+            float(im.field_of_view[1]) / pixels.shape[0],
+            float(im.field_of_view[0]) / pixels.shape[1],
+        ]
+        ds.SliceThickness = float(im.field_of_view[2])
+        ds.ImagePositionPatient = [float(v) for v in im.position]
+        ds.ImageOrientationPatient = [float(v) for v in (*im.read_dir, *im.phase_dir)]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = pixels.tobytes()
+        pydicom.dcmwrite(str(path), ds, enforce_file_format=True)

@@ -1,0 +1,337 @@
+"""gadgets.assembly: line placement, oversampling, partial Fourier, flags, bad data.
+
+The helpers at the top build ISMRMRD headers and acquisitions from known k-space; the chain
+and replay tests import them.
+"""
+
+from __future__ import annotations
+
+import ismrmrd
+import numpy as np
+import pytest
+import torch
+
+from gadgets.assembly import (
+    ACQ_IS_PARALLEL_CALIBRATION,
+    ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING,
+    ACQ_LAST_IN_MEASUREMENT,
+    ACQ_LAST_IN_SLICE,
+    AcquisitionBuffer,
+    SliceData,
+    SliceFailure,
+    geometry_from_header,
+    noise_covariance,
+    prewhitening_matrix,
+    remove_readout_oversampling,
+    slices_from_recon_data,
+)
+from passnet_core.fft import fft2c, ifft2c
+from passnet_core.ismrmrd_io import parse_header, read_raw
+from passnet_core.testing import dynamic_phantom, simulated_coil_maps
+
+SIEMENS = "/work/shared/data/siemens_bssfp_phantom_R3.h5"
+
+
+def header_xml(
+    enc_x: int,
+    enc_y: int,
+    recon_x: int | None = None,
+    e1: tuple[int, int, int] | None = None,
+    frames: int = 1,
+    slices: int = 1,
+    coils: int = 4,
+    frame_limit: str = "phase",
+) -> str:
+    """A minimal ISMRMRD header; ``e1`` = (min, max, centre) of kspace_encoding_step_1."""
+    recon_x = recon_x or enc_x
+    e1 = e1 or (0, enc_y - 1, enc_y // 2)
+
+    def limit(name: str, n: int) -> str:
+        return f"<{name}><minimum>0</minimum><maximum>{n - 1}</maximum><center>0</center></{name}>"
+
+    other = "repetition" if frame_limit == "phase" else "phase"
+    return (
+        '<?xml version="1.0"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">'
+        f"<acquisitionSystemInformation><receiverChannels>{coils}</receiverChannels>"
+        "</acquisitionSystemInformation>"
+        "<experimentalConditions><H1resonanceFrequency_Hz>63500000</H1resonanceFrequency_Hz>"
+        "</experimentalConditions><encoding>"
+        f"<encodedSpace><matrixSize><x>{enc_x}</x><y>{enc_y}</y><z>1</z></matrixSize>"
+        f"<fieldOfView_mm><x>{2 * enc_x}</x><y>{enc_y}</y><z>8</z></fieldOfView_mm></encodedSpace>"
+        f"<reconSpace><matrixSize><x>{recon_x}</x><y>{enc_y}</y><z>1</z></matrixSize>"
+        f"<fieldOfView_mm><x>{2 * recon_x}</x><y>{enc_y}</y><z>8</z></fieldOfView_mm></reconSpace>"
+        "<encodingLimits><kspace_encoding_step_1>"
+        f"<minimum>{e1[0]}</minimum><maximum>{e1[1]}</maximum><center>{e1[2]}</center>"
+        f"</kspace_encoding_step_1>{limit('slice', slices)}{limit(frame_limit, frames)}"
+        f"{limit(other, 1)}</encodingLimits><trajectory>cartesian</trajectory></encoding>"
+        "</ismrmrdHeader>"
+    )
+
+
+def acquisitions(
+    kspace: np.ndarray,
+    rows: np.ndarray,
+    e1_centre: int | None = None,
+    slice_index: int = 0,
+    calib_rows: tuple[int, ...] = (),
+    frame_dimension: str = "phase",
+    last_in_measurement: bool = True,
+    noise: np.ndarray | None = None,
+) -> list[ismrmrd.Acquisition]:
+    """One acquisition per sampled line of ``kspace`` ``(C, T, H, W)``.
+
+    ``rows`` ``(T, H)`` bool: imaging lines. ``calib_rows``: rows sent in frame 0 as
+    calibration; flagged ``_AND_IMAGING`` when also in ``rows[0]``, else calibration only.
+    ``e1_centre``: e1 index of row ``H//2`` (partial Fourier shifts it).
+    """
+    c, t_frames, h, w = kspace.shape
+    shift = h // 2 - (h // 2 if e1_centre is None else e1_centre)
+    out = []
+    if noise is not None:
+        acq = ismrmrd.Acquisition.from_array(noise.astype(np.complex64))
+        acq.set_flag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
+        out.append(acq)
+    for t in range(t_frames):
+        todo = sorted(set(np.flatnonzero(rows[t])) | (set(calib_rows) if t == 0 else set()))
+        for row in todo:
+            acq = ismrmrd.Acquisition.from_array(
+                np.ascontiguousarray(kspace[:, t, row]), center_sample=w // 2
+            )
+            acq.idx.kspace_encode_step_1 = row - shift
+            acq.idx.slice = slice_index
+            setattr(acq.idx, frame_dimension, t)
+            acq.position[:] = (1.0, 2.0, 3.0 + slice_index)
+            acq.read_dir[:] = (1.0, 0.0, 0.0)
+            acq.phase_dir[:] = (0.0, 1.0, 0.0)
+            acq.slice_dir[:] = (0.0, 0.0, 1.0)
+            acq.acquisition_time_stamp = 1000 * t + row
+            if row in calib_rows and t == 0:
+                both = rows[t, row]
+                acq.set_flag(
+                    ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING if both else ACQ_IS_PARALLEL_CALIBRATION
+                )
+            out.append(acq)
+    out[-1].set_flag(ACQ_LAST_IN_SLICE)
+    if last_in_measurement:
+        out[-1].set_flag(ACQ_LAST_IN_MEASUREMENT)
+    return out
+
+
+def known_cine(c: int = 4, t: int = 3, h: int = 16, w: int = 16):
+    """(image (T,H,W), normalised maps (C,H,W), k-space (C,T,H,W)) of a small phantom."""
+    image = dynamic_phantom(t, h, w)
+    maps = simulated_coil_maps(c, h, w)
+    maps = maps / np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
+    kspace = fft2c(torch.from_numpy(maps[:, None] * image[None])).numpy().astype(np.complex64)
+    return image, maps.astype(np.complex64), kspace
+
+
+def assemble(header: str, acqs: list) -> list:
+    buffer = AcquisitionBuffer(parse_header(header))
+    out = []
+    for acq in acqs:
+        out += buffer.add(acq)
+    return out + buffer.flush()
+
+
+def test_fully_sampled_lines_reproduce_the_truth():
+    image, maps, kspace = known_cine()
+    rows = np.ones(kspace.shape[1:3], bool)
+    (result,) = assemble(header_xml(16, 16, frames=3), acquisitions(kspace, rows))
+    assert isinstance(result, SliceData)
+    np.testing.assert_allclose(result.kspace, kspace, atol=1e-6)
+    assert result.mask.shape == (3, 16, 16) and result.mask.all()
+    combined = (ifft2c(torch.from_numpy(result.kspace)).numpy() * maps.conj()[:, None]).sum(0)
+    np.testing.assert_allclose(combined, image, atol=1e-5)
+    assert result.reference[2].idx.phase == 2 and result.field_of_view == (32.0, 16.0, 8.0)
+
+
+def test_readout_oversampling_removal_crops_the_image():
+    image, maps, _ = known_cine(t=1)
+    wide = np.zeros((1, 16, 32), np.complex64)
+    wide[..., 8:24] = image
+    kspace = fft2c(torch.from_numpy(maps[:, None, :, :1].repeat(32, -1) * wide)).numpy()
+    (result,) = assemble(
+        header_xml(32, 16, recon_x=16), acquisitions(kspace, np.ones((1, 16), bool))
+    )
+    assert result.kspace.shape == (4, 1, 16, 16)
+    expected = ifft2c(torch.from_numpy(kspace)).numpy()[..., 8:24]
+    np.testing.assert_allclose(ifft2c(torch.from_numpy(result.kspace)).numpy(), expected, atol=1e-5)
+    cropped = remove_readout_oversampling(np.ones((2, 8), np.complex64), 4)
+    assert cropped.shape == (2, 4)
+
+
+def test_partial_fourier_lines_land_around_the_centre():
+    _, _, kspace = known_cine(t=1)
+    rows = np.zeros((1, 16), bool)
+    rows[0, 4:] = True  # the first 4 lines are never acquired: e1 0..11 with centre 4
+    header = header_xml(16, 16, e1=(0, 11, 4))
+    (result,) = assemble(header, acquisitions(kspace, rows, e1_centre=4))
+    assert geometry_from_header(parse_header(header)).centre_e1 == 4
+    np.testing.assert_array_equal(result.mask[0, :, 0], rows[0].astype(np.float32))
+    np.testing.assert_allclose(result.kspace[:, 0, 4:], kspace[:, 0, 4:])
+    assert not result.kspace[:, 0, :4].any()
+
+
+def test_calibration_lines_feed_only_the_calibration():
+    _, _, kspace = known_cine(t=2)
+    rows = np.zeros((2, 16), bool)
+    rows[:, ::4] = True
+    calib = (6, 7, 8, 9)  # row 8 is also an imaging line
+    (result,) = assemble(header_xml(16, 16, frames=2), acquisitions(kspace, rows, calib_rows=calib))
+    np.testing.assert_array_equal(result.mask[0, :, 0], rows[0])
+    assert not result.kspace[:, 0, 7].any() and result.kspace[:, 0, 8].any()
+    np.testing.assert_allclose(result.calibration[:, 7], kspace[:, 0, 7], atol=1e-6)
+    # row 8: frame 0 sent twice (calib+imaging once) and frame 1 once -> mean of the three
+    np.testing.assert_allclose(
+        result.calibration[:, 0], (kspace[:, 0, 0] + kspace[:, 1, 0]) / 2, atol=1e-6
+    )
+
+
+def test_prewhitening_whitens_correlated_noise():
+    rng = np.random.default_rng(0)
+    mix = np.array([[1.0, 0.0], [0.8, 0.3]])
+    white = rng.standard_normal((2, 20000)) + 1j * rng.standard_normal((2, 20000))
+    noise = (mix @ white).astype(np.complex64)
+    w = prewhitening_matrix(noise_covariance([noise[:, :10000], noise[:, 10000:]]))
+    cov = np.cov(w @ noise)
+    np.testing.assert_allclose(cov, np.eye(2), atol=0.05)
+    with pytest.raises(ValueError, match="positive definite"):
+        prewhitening_matrix(np.ones((2, 2)))
+
+
+def test_noise_scan_is_consumed_and_applied():
+    _, _, kspace = known_cine(t=1)
+    rng = np.random.default_rng(1)
+    noise = rng.standard_normal((4, 64)) + 1j * rng.standard_normal((4, 64))
+    noise[1] += 0.7 * noise[0]  # correlated coils
+    acqs = acquisitions(kspace, np.ones((1, 16), bool), noise=noise)
+    (result,) = assemble(header_xml(16, 16), acqs)
+    w = prewhitening_matrix(noise_covariance([noise]))
+    np.testing.assert_allclose(result.kspace[:, 0, 3], w @ kspace[:, 0, 3], rtol=1e-4, atol=1e-4)
+
+
+def test_frame_dimension_auto_uses_repetition_when_phase_is_single():
+    _, _, kspace = known_cine(t=3)
+    header = header_xml(16, 16, frames=3, frame_limit="repetition")
+    acqs = acquisitions(kspace, np.ones((3, 16), bool), frame_dimension="repetition")
+    (result,) = assemble(header, acqs)
+    assert result.frame_dimension == "repetition" and result.kspace.shape[1] == 3
+
+
+def test_bad_slices_fail_alone():
+    _, _, kspace = known_cine(t=1)
+    rows = np.ones((1, 16), bool)
+    header = header_xml(16, 16, slices=4)
+    good = acquisitions(kspace, rows, slice_index=0, last_in_measurement=False)
+    nan = acquisitions(kspace, rows, slice_index=1, last_in_measurement=False)
+    nan[3].data[0, 2] = np.nan
+    coils = acquisitions(kspace, rows, slice_index=2, last_in_measurement=False)
+    coils[5] = ismrmrd.Acquisition.from_array(kspace[:3, 0, 5], center_sample=8)
+    coils[5].idx.slice = 2
+    coils[5].idx.kspace_encode_step_1 = 5
+    no_centre_rows = rows.copy()
+    no_centre_rows[0, 6:11] = False
+    no_centre = acquisitions(kspace, no_centre_rows, slice_index=3)
+    results = {r.slice_index: r for r in assemble(header, good + nan + coils + no_centre)}
+    assert isinstance(results[0], SliceData)
+    assert isinstance(results[1], SliceFailure) and "NaN" in results[1].message
+    assert isinstance(results[2], SliceFailure) and "3 coils" in results[2].message
+    assert isinstance(results[3], SliceFailure) and "centre" in results[3].message
+
+
+def test_absurd_matrix_is_refused_before_allocating():
+    _, _, kspace = known_cine(t=1)
+    header = parse_header(header_xml(16, 16, frames=1))
+    buffer = AcquisitionBuffer(header, max_matrix_elements=1000)
+    out = []
+    for acq in acquisitions(kspace, np.ones((1, 16), bool)):
+        out += buffer.add(acq)
+    assert isinstance(out[0], SliceFailure) and "max_matrix_elements" in out[0].message
+
+
+def test_recon_data_converter_matches_acquisition_path():
+    from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription
+
+    _, _, kspace = known_cine(t=2)
+    rows = np.zeros((2, 16), bool)
+    rows[:, ::2] = True
+    sampled = kspace * rows[None, :, :, None]
+    # (C, T, H, W) -> (RO, E1, E2, CHA, N, S, LOC)
+    data = sampled.transpose(3, 2, 0, 1)[:, :, None, :, :, None, None]
+    heads = np.empty((16, 1, 2, 1, 1), dtype=object)
+    for e1 in range(16):
+        for n in range(2):
+            head = ismrmrd.AcquisitionHeader()
+            head.number_of_samples, head.idx.phase = 16, n
+            heads[e1, 0, n, 0, 0] = head
+    sampling = SamplingDescription()
+    sampling.sampling_limits[1].center = 8
+    bit = ReconBit(ReconBuffer(data, None, None, heads, sampling))
+    (result,) = slices_from_recon_data(ReconData([bit]), parse_header(header_xml(16, 16, frames=2)))
+    assert isinstance(result, SliceData)
+    np.testing.assert_allclose(result.kspace, sampled, atol=1e-6)
+    np.testing.assert_array_equal(result.mask[:, :, 0], rows)
+    assert result.reference[1].idx.phase == 1
+
+
+def test_siemens_file_assembles_with_header_shapes():
+    raw = read_raw(SIEMENS)
+    buffer = AcquisitionBuffer(raw.header)
+    out = []
+    for acq in raw.acquisitions():
+        out += buffer.add(acq)
+    (result,) = out
+    assert isinstance(result, SliceData), getattr(result, "message", "")
+    assert result.kspace.shape == (14, 1, 144, 192)
+    assert result.calibration.shape == (14, 144, 192)
+    lines = np.flatnonzero(result.mask[0, :, 0])
+    assert len(lines) == 36 and lines[0] == 18 and 72 in lines  # e1 0..105, centre 54 -> 72
+    assert result.calib_lines >= 48
+    centre_energy = np.abs(result.calibration).sum(axis=(0, 2)).argmax()
+    assert centre_energy == 72
+    assert result.recon_matrix == (192, 144) and result.field_of_view == (280.0, 210.0, 8.0)
+
+
+def test_simulated_file_at_accel_1_reproduces_the_truth(tmp_path):
+    simulate = pytest.importorskip("training.simulate")
+    path = tmp_path / "sim.h5"
+    simulate.simulate_cine(
+        path, seed=1, n_coils=4, frames=3, matrix=24, accel=1, noise_level=0.0, n_slices=2
+    )
+    raw = read_raw(path)
+    buffer = AcquisitionBuffer(raw.header)
+    out = []
+    for acq in raw.acquisitions():
+        out += buffer.add(acq)
+    out += buffer.flush()
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        truth, maps = f["passnet_truth/images"][()], f["passnet_truth/coil_maps"][()]
+    assert [type(s).__name__ for s in out] == ["SliceData", "SliceData"]
+    for s in out:
+        assert s.kspace.shape == (4, 3, 24, 24) and s.mask.all()
+        coil_images = ifft2c(torch.from_numpy(s.kspace)).numpy()
+        combined = (coil_images * maps[s.slice_index].conj()[:, None]).sum(0)
+        err = np.linalg.norm(combined - truth[s.slice_index]) / np.linalg.norm(truth[s.slice_index])
+        assert err < 1e-3, err
+
+
+def test_simulated_partial_fourier_mask_matches_truth(tmp_path):
+    simulate = pytest.importorskip("training.simulate")
+    path = tmp_path / "pf.h5"
+    simulate.simulate_cine(
+        path, seed=2, n_coils=2, frames=2, matrix=24, accel=2, partial_fourier=0.75
+    )
+    raw = read_raw(path)
+    buffer = AcquisitionBuffer(raw.header)
+    out = []
+    for acq in raw.acquisitions():
+        out += buffer.add(acq)
+    (s,) = out + buffer.flush()
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        mask = f["passnet_truth/mask"][0]
+    np.testing.assert_array_equal(s.mask, mask.astype(np.float32))
