@@ -1,0 +1,359 @@
+"""Training samples and torch data sets for PASSNet.
+
+A :class:`CineSample` is a ground-truth cine (and optionally its coil maps). Sources are plain
+sequences of samples: :class:`SyntheticCines` renders phantoms on the fly, and
+``training.loaders`` reads OCMR / CMRxRecon files into lists. :class:`CineCropDataset` cuts
+``size x size x 16`` windows out of them (multi-resolution as in the paper's appendix A.2, or a
+fixed size), draws a mask, simulates the undersampled k-space and normalises per
+docs/design.md (divide k-space and target by ``max |A^H d|``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from passnet_core.fft import fft2c
+from passnet_core.masks import MASK_KINDS, make_mask, seed_from_name
+from passnet_core.operators import EncodingOp
+from training.phantom import (
+    PhantomParams,
+    body_support,
+    cine_phantom,
+    coil_sensitivities,
+    draw_params,
+)
+
+MULTIRES_SIZES = (64, 96, 128, 144, 156)
+CROP_FRAMES = 16
+CROP_STRIDE = (32, 32, 8)  # (H, W, T) as in the paper
+Window = tuple[int, int, int, int, int, int]  # (t0, y0, x0, frames, height, width)
+
+
+@dataclass
+class CineSample:
+    """One ground-truth cine slice.
+
+    Attributes
+    ----------
+    target
+        complex64 ``(T, H, W)`` image (coil-combined for multi-coil data).
+    coil_maps
+        complex64 ``(C, H, W)`` with ``sum_c |S_c|^2 = 1`` on the object, or ``None``.
+    name
+        Unique, stable identifier (seeds the validation masks).
+    """
+
+    target: np.ndarray
+    coil_maps: np.ndarray | None
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.target.ndim != 3 or not np.iscomplexobj(self.target):
+            raise ValueError(
+                f"{self.name}: target must be complex (T, H, W), got {self.target.shape} "
+                f"{self.target.dtype}"
+            )
+        if self.coil_maps is not None and (
+            self.coil_maps.ndim != 3 or self.coil_maps.shape[1:] != self.target.shape[1:]
+        ):
+            raise ValueError(
+                f"{self.name}: coil maps {self.coil_maps.shape} do not match target "
+                f"{self.target.shape} (expected (C, H, W))"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.target.shape)
+
+
+class SyntheticCines(Sequence):
+    """``n`` phantom cines rendered on demand, reproducible from ``(seed, index)``.
+
+    Parameters
+    ----------
+    n
+        Number of samples.
+    seed
+        Base seed; sample ``i`` uses ``default_rng([seed, i])``.
+    coil_mode
+        ``"single"`` (no maps) or ``"multi"`` (``n_coils`` Biot-Savart maps).
+    frames, matrix
+        Fixed frame count / ``(H, W)``; drawn per sample (12-30, 64-192) when ``None``.
+    upsample
+        Render at ``upsample`` x the matrix and keep the central k-space (band-limited target
+        with realistic Gibbs ringing); 1 renders directly (faster).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        seed: int = 0,
+        coil_mode: str = "single",
+        n_coils: int = 8,
+        frames: int | None = None,
+        matrix: int | tuple[int, int] | None = None,
+        upsample: int = 2,
+    ) -> None:
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if coil_mode not in ("single", "multi"):
+            raise ValueError(f"coil_mode must be 'single' or 'multi', got {coil_mode!r}")
+        if upsample not in (1, 2):
+            raise ValueError(f"upsample must be 1 or 2, got {upsample!r}")
+        self.n, self.seed, self.coil_mode, self.n_coils = n, seed, coil_mode, n_coils
+        self.frames, self.matrix, self.upsample = frames, matrix, upsample
+
+    def __len__(self) -> int:
+        return self.n
+
+    def params(self, i: int) -> PhantomParams:
+        """Anatomy of sample ``i`` (cheap: no rendering)."""
+        return draw_params(np.random.default_rng([self.seed, i]), self.frames, self.matrix)
+
+    def shape(self, i: int) -> tuple[int, int, int]:
+        p = self.params(i)
+        return p.frames, p.height, p.width
+
+    def __getitem__(self, i: int) -> CineSample:  # type: ignore[override]
+        if not -self.n <= i < self.n:
+            raise IndexError(f"sample {i} out of range for {self.n} samples")
+        i %= self.n
+        p = self.params(i)
+        t, h, w = p.frames, p.height, p.width
+        u = self.upsample
+        image = torch.from_numpy(cine_phantom(t, u * h, u * w, params=p))
+        if u > 1:  # keep the central (H, W) of k-space; dividing by u keeps the intensities
+            k = fft2c(image)
+            y0, x0 = (u * h) // 2 - h // 2, (u * w) // 2 - w // 2
+            image = torch.fft.ifftshift(k[..., y0 : y0 + h, x0 : x0 + w], dim=(-2, -1))
+            image = torch.fft.fftshift(torch.fft.ifft2(image, norm="ortho"), dim=(-2, -1)) / u
+        maps = None
+        if self.coil_mode == "multi":
+            support = body_support(p, h, w)
+            rng = np.random.default_rng([self.seed, i, 1])
+            maps = coil_sensitivities(self.n_coils, h, w, rng, p, support=support)
+        target = image.numpy().astype(np.complex64)
+        return CineSample(target, maps, f"synthetic-{self.seed}-{i}")
+
+
+def crop_windows(
+    shape: tuple[int, int, int],
+    sizes: Sequence[int],
+    frames: int = CROP_FRAMES,
+    stride: tuple[int, int, int] = CROP_STRIDE,
+) -> list[Window]:
+    """All crop windows ``(t0, y0, x0, frames, height, width)`` of a ``(T, H, W)`` volume.
+
+    For every size ``s`` the window is ``min(s, H) x min(s, W) x min(frames, T)`` (smaller
+    volumes fall back to their own size) placed with ``stride = (H, W, T)`` steps; duplicate
+    windows from the fallback are listed once.
+    """
+    t, h, w = shape
+    sy, sx, st = stride
+    if min(sy, sx, st) < 1:
+        raise ValueError(f"stride must be positive, got {stride}")
+    if not sizes or min(sizes) < 1 or frames < 1:
+        raise ValueError(f"crop sizes and frames must be positive, got {sizes}, {frames}")
+    windows: dict[Window, None] = {}
+    ft = min(frames, t)
+    for s in sizes:
+        hs, ws = min(s, h), min(s, w)
+        for t0 in range(0, t - ft + 1, st):
+            for y0 in range(0, h - hs + 1, sy):
+                for x0 in range(0, w - ws + 1, sx):
+                    windows[(t0, y0, x0, ft, hs, ws)] = None
+    return list(windows)
+
+
+def parse_mask_name(name: str) -> tuple[str, float]:
+    """``"vds-8"`` -> ``("vds", 8.0)``; ``radial-16`` means 16 lines (passnet_core.masks)."""
+    kind, _, accel = name.rpartition("-")
+    try:
+        value = float(accel)
+    except ValueError:
+        value = float("nan")
+    if kind not in MASK_KINDS or not np.isfinite(value) or value < 1:
+        raise ValueError(
+            f"mask name {name!r} must be KIND-NUMBER with KIND in {MASK_KINDS}, e.g. 'vds-8'"
+        )
+    return kind, value
+
+
+class CineCropDataset(Dataset):
+    """Cropped, undersampled, normalised training/validation examples.
+
+    Parameters
+    ----------
+    source
+        Sequence of :class:`CineSample`; ``source.shape(i)`` is used when available so the
+        window index is built without loading samples.
+    crop_mode
+        ``"multires"`` (windows of every size in ``crop_sizes``) or ``"fixed"``
+        (``fixed_size`` only).
+    masks
+        Mask names ``KIND-NUMBER``; one is drawn per item.
+    train
+        ``True``: a fresh random mask every ``__getitem__``. ``False``: a deterministic mask
+        seeded by :func:`~passnet_core.masks.seed_from_name` of the sample name and window.
+    use_coil_maps
+        Simulate multi-coil k-space when the sample has maps; ``False`` forces single-coil.
+    cache_size
+        Recently used source samples kept in memory (consecutive crops of one volume).
+
+    ``__getitem__`` returns a dict of tensors: ``kspace`` (``(T, H, W)`` or ``(C, T, H, W)``),
+    ``mask`` (``(T, H, W)`` float32), ``target`` (``(T, H, W)``), ``scale`` (the divisor
+    ``max |A^H d|``) and ``coil_maps`` (``(C, H, W)``) for multi-coil samples.
+    """
+
+    def __init__(
+        self,
+        source: Sequence[CineSample],
+        crop_mode: str = "multires",
+        crop_sizes: Sequence[int] = MULTIRES_SIZES,
+        fixed_size: int = 128,
+        frames: int = CROP_FRAMES,
+        stride: tuple[int, int, int] = CROP_STRIDE,
+        masks: Sequence[str] = ("radial-16", "vds-8"),
+        train: bool = True,
+        use_coil_maps: bool = True,
+        cache_size: int = 2,
+    ) -> None:
+        if crop_mode not in ("multires", "fixed"):
+            raise ValueError(f"crop_mode must be 'multires' or 'fixed', got {crop_mode!r}")
+        if not masks:
+            raise ValueError("masks: need at least one mask name")
+        self.masks = [parse_mask_name(m) for m in masks]
+        self.mask_names = list(masks)
+        sizes = list(crop_sizes) if crop_mode == "multires" else [fixed_size]
+        self.source, self.train, self.use_coil_maps = source, train, use_coil_maps
+        self.index: list[tuple[int, Window]] = []
+        for i in range(len(source)):
+            shape = source.shape(i) if hasattr(source, "shape") else source[i].shape
+            self.index.extend((i, win) for win in crop_windows(shape, sizes, frames, stride))
+        self._cache: OrderedDict[int, CineSample] = OrderedDict()
+        self._cache_size = cache_size
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _sample(self, i: int) -> CineSample:
+        if i in self._cache:
+            self._cache.move_to_end(i)
+            return self._cache[i]
+        sample = self.source[i]
+        if self._cache_size > 0:
+            self._cache[i] = sample
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return sample
+
+    def describe(self, k: int) -> str:
+        """Human-readable name of item ``k``: sample name and window."""
+        i, (t0, y0, x0, ft, hs, ws) = self.index[k]
+        return f"{self._sample(i).name}[t{t0}+{ft},y{y0}+{hs},x{x0}+{ws}]"
+
+    def _mask(self, k: int, shape: tuple[int, int, int]) -> torch.Tensor:
+        if self.train:
+            rng = np.random.default_rng()  # fresh entropy: differs per step and per worker
+            kind, accel = self.masks[int(rng.integers(len(self.masks)))]
+            seed = int(rng.integers(2**63 - 1))
+        else:
+            seed = seed_from_name(self.describe(k))
+            kind, accel = self.masks[seed % len(self.masks)]
+        return make_mask(kind, accel, *shape, seed=seed)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        i, (t0, y0, x0, ft, hs, ws) = self.index[k]
+        sample = self._sample(i)
+        target = torch.from_numpy(
+            np.ascontiguousarray(sample.target[t0 : t0 + ft, y0 : y0 + hs, x0 : x0 + ws])
+        ).to(torch.complex64)
+        maps = None
+        if sample.coil_maps is not None and self.use_coil_maps:
+            crop = sample.coil_maps[:, y0 : y0 + hs, x0 : x0 + ws]
+            maps = torch.from_numpy(np.ascontiguousarray(crop)).to(torch.complex64)
+        mask = self._mask(k, (ft, hs, ws))
+        op = EncodingOp(mask, None if maps is None else maps[None])
+        kspace = op.forward(target[None])
+        scale = op.adjoint(kspace).abs().max().clamp(min=torch.finfo(torch.float32).tiny)
+        item = {
+            "kspace": kspace[0] / scale,
+            "mask": mask,
+            "target": target / scale,
+            "scale": scale.to(torch.float32),
+        }
+        if maps is not None:
+            item["coil_maps"] = maps
+        return item
+
+
+def collate_cine(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack items into a batch (leading ``B`` axis).
+
+    Crops of different sizes cannot be stacked: use ``batch_size=1`` (as the paper does) or
+    the fixed crop mode. Raises ``ValueError`` naming the mismatch.
+    """
+    if not batch:
+        raise ValueError("cannot collate an empty batch")
+    keys = set(batch[0])
+    for item in batch[1:]:
+        if set(item) != keys:
+            raise ValueError(
+                f"items disagree in keys ({sorted(keys)} vs {sorted(item)}): single- and "
+                "multi-coil items cannot share a batch"
+            )
+    out = {}
+    for key in batch[0]:
+        shapes = {tuple(item[key].shape) for item in batch}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"cannot batch {key} of different shapes {sorted(shapes)}; use batch_size=1 "
+                "with multi-resolution crops, or crop_mode='fixed'"
+            )
+        out[key] = torch.stack([item[key] for item in batch])
+    return out
+
+
+def datasets_from_config(cfg) -> tuple[CineCropDataset, CineCropDataset]:
+    """Training and validation data sets from a ``training.config.DataConfig``.
+
+    ``synthetic``: ``n_train`` and ``n_val`` phantoms from disjoint seeds. ``ocmr`` /
+    ``cmrxrecon``: every readable file under ``cfg.path`` (:func:`training.loaders.scan_folder`),
+    the last ``n_val`` samples in name order held out. Training uses ``cfg.crop_mode`` with fresh
+    masks; validation uses fixed ``fixed_size`` crops with deterministic masks.
+    """
+    multi = cfg.coil_mode == "multi"
+    if cfg.source == "synthetic":
+        coil_mode = "multi" if multi else "single"
+        train_src = SyntheticCines(cfg.n_train, cfg.seed, coil_mode, cfg.n_coils)
+        val_src = SyntheticCines(cfg.n_val, cfg.seed + 1_000_003, coil_mode, cfg.n_coils)
+    elif cfg.source in ("ocmr", "cmrxrecon"):
+        from training.loaders import scan_folder  # loaders import this module
+
+        samples = sorted(scan_folder(cfg.path, kind=cfg.source).samples, key=lambda s: s.name)
+        if len(samples) <= cfg.n_val:
+            raise ValueError(
+                f"data.path {cfg.path}: {len(samples)} samples, need more than n_val={cfg.n_val}"
+            )
+        train_src, val_src = (
+            samples[: len(samples) - cfg.n_val],
+            samples[len(samples) - cfg.n_val :],
+        )
+    else:
+        raise ValueError(f"data.source must be synthetic, ocmr or cmrxrecon, got {cfg.source!r}")
+    common = {
+        "crop_sizes": cfg.crop_sizes,
+        "fixed_size": cfg.fixed_size,
+        "frames": cfg.frames,
+        "masks": cfg.masks,
+        "use_coil_maps": multi,
+    }
+    train = CineCropDataset(train_src, crop_mode=cfg.crop_mode, train=True, **common)
+    val = CineCropDataset(val_src, crop_mode="fixed", train=False, **common)
+    return train, val
