@@ -28,7 +28,9 @@ class LinearOperator:
 
     def _check(self, x: torch.Tensor, what: str) -> None:
         if not torch.is_complex(x):
-            raise ValueError(f"{type(self).__name__}.{what} expects a complex tensor, got {x.dtype}")
+            raise ValueError(
+                f"{type(self).__name__}.{what} expects a complex tensor, got {x.dtype}"
+            )
         if self.spatial_shape is not None and tuple(x.shape[-2:]) != self.spatial_shape:
             raise ValueError(
                 f"{type(self).__name__}.{what}: trailing shape {tuple(x.shape[-2:])} does not "
@@ -83,7 +85,9 @@ class SamplingOp(LinearOperator):
         if torch.is_complex(mask):
             raise ValueError("the sampling mask must be real (0/1), not complex")
         if mask.ndim not in (3, 4):
-            raise ValueError(f"mask must be (T, H, W) or (B, T, H, W), got shape {tuple(mask.shape)}")
+            raise ValueError(
+                f"mask must be (T, H, W) or (B, T, H, W), got shape {tuple(mask.shape)}"
+            )
         self.spatial_shape = (int(mask.shape[-2]), int(mask.shape[-1]))
         m = mask if mask.ndim == 4 else mask.unsqueeze(0)
         self.mask = m.unsqueeze(1) if coil_axis else m
@@ -100,7 +104,8 @@ class CoilOp(LinearOperator):
     def __init__(self, coil_maps: torch.Tensor) -> None:
         if coil_maps.ndim != 4 or not torch.is_complex(coil_maps):
             raise ValueError(
-                f"coil maps must be complex (B, C, H, W), got {tuple(coil_maps.shape)} {coil_maps.dtype}"
+                "coil maps must be complex (B, C, H, W), "
+                f"got {tuple(coil_maps.shape)} {coil_maps.dtype}"
             )
         self.spatial_shape = (int(coil_maps.shape[-2]), int(coil_maps.shape[-1]))
         self.maps = coil_maps.unsqueeze(2)  # (B, C, 1, H, W): the same maps for every frame
@@ -129,7 +134,8 @@ class EncodingOp(LinearOperator):
         self.spatial_shape = self.sampling.spatial_shape
         if self.coils is not None and self.coils.spatial_shape != self.spatial_shape:
             raise ValueError(
-                f"coil maps {self.coils.spatial_shape} and mask {self.spatial_shape} disagree in (H, W)"
+                f"coil maps {self.coils.spatial_shape} and mask {self.spatial_shape} "
+                "disagree in (H, W)"
             )
         self.fourier = FourierOp()
 

@@ -1,0 +1,349 @@
+"""PASSNet: a deep unfolding low-rank + sparse network with position-aware SVT (PASS).
+
+One stage (paper section 3, NOTES.md section 1) on a complex image ``x`` ``(B, T, H, W)``:
+
+1. gradient step ``x~ = x - relu(mu) A^H (A x - d)``;
+2. low-rank branch ``L = Phi^H(SVT(Phi(x~))) + x~`` with a per-frame SVD of the ``H x W``
+   latent image and learned shrinkage (:class:`PASS`, or :class:`UniformSVT` for the ablation);
+3. sparse branch ``S = Psi^H(AST(Psi(x~))) + x~`` (:class:`AST`, eq. 16);
+4. fusion ``x = W L + (1 - W) S`` with ``W`` from :class:`LSAF` (eq. 17-18) or a fixed 0.5.
+
+Complex images travel through the CNNs as 2 real channels (real, imag) in ``(B, 2, T, H, W)``
+for 3x3x3 ``Conv3d``. The encoding operator is built per call from the mask and coil maps, so
+the model holds no per-scan data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from passnet_core.operators import EncodingOp
+from passnet_core.svd import DEFAULT_EPS_REL, stable_svd
+
+SHRINKAGES = ("pass", "uniform_svt")
+FUSIONS = ("lsaf", "fixed")
+
+
+@dataclass(frozen=True)
+class PASSNetConfig:
+    """Architecture hyper-parameters of :class:`PASSNet` (stored with the weights).
+
+    Attributes
+    ----------
+    n_stages
+        Number of unrolled stages (weights not shared).
+    channels
+        Feature channels of every CNN.
+    shrinkage
+        ``"pass"`` (position-aware shrinkage) or ``"uniform_svt"`` (eq. 1, ablation).
+    fusion
+        ``"lsaf"`` (learned per-voxel weight) or ``"fixed"`` (constant ``fixed_fusion_weight``).
+    mu_init
+        Initial gradient step size (used through ``relu``).
+    svt_r_init
+        Initial ``r`` of the uniform threshold ``sigmoid(r) sigma_1``; PASS starts at the
+        same threshold.
+    fixed_fusion_weight
+        ``W`` of the fixed fusion ablation.
+    svd_eps_rel
+        Regularisation of the SVD backward (:func:`passnet_core.svd.stable_svd`).
+    pe_base
+        Base of the sinusoidal position encoding of PASS (eq. 9).
+    """
+
+    n_stages: int = 15
+    channels: int = 16
+    shrinkage: str = "pass"
+    fusion: str = "lsaf"
+    mu_init: float = 0.1
+    svt_r_init: float = -2.0
+    fixed_fusion_weight: float = 0.5
+    svd_eps_rel: float = DEFAULT_EPS_REL
+    pe_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"PASSNetConfig.{name}={getattr(self, name)!r}: {why}")
+
+        for name in ("n_stages", "channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(name, "must be a positive integer")
+        if self.shrinkage not in SHRINKAGES:
+            raise bad("shrinkage", f"must be one of {SHRINKAGES}")
+        if self.fusion not in FUSIONS:
+            raise bad("fusion", f"must be one of {FUSIONS}")
+        for name in ("mu_init", "svt_r_init", "fixed_fusion_weight", "svd_eps_rel", "pe_base"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad(name, "must be a number")
+            if not math.isfinite(value):
+                raise bad(name, "must be finite")
+        if not 0.0 <= self.fixed_fusion_weight <= 1.0:
+            raise bad("fixed_fusion_weight", "must lie in [0, 1]")
+        if self.mu_init <= 0 or self.svd_eps_rel < 0 or self.pe_base <= 1:
+            raise ValueError("PASSNetConfig: need mu_init > 0, svd_eps_rel >= 0 and pe_base > 1")
+
+    def to_dict(self) -> dict:
+        """Plain JSON-serialisable dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PASSNetConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` (missing ones default)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"PASSNetConfig.from_dict expects a dict, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown PASSNetConfig keys: {unknown}")
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def complex_to_channels(x: torch.Tensor) -> torch.Tensor:
+    """Complex ``(B, T, H, W)`` -> real ``(B, 2, T, H, W)`` (real, imag)."""
+    return torch.stack((x.real, x.imag), dim=1)
+
+
+def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
+    """Real ``(B, 2, T, H, W)`` -> complex ``(B, T, H, W)``."""
+    return torch.complex(x[:, 0], x[:, 1])
+
+
+def _conv3d(c_in: int, c_out: int, bias: bool = False) -> nn.Conv3d:
+    return nn.Conv3d(c_in, c_out, kernel_size=3, padding=1, bias=bias)
+
+
+def _conv2d(c_in: int, c_out: int, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=bias)
+
+
+def _cnn3d(sizes: list[int]) -> nn.Sequential:
+    """Conv3d chain ``sizes[0] -> sizes[1] -> ...`` with ReLU between (not after the last)."""
+    layers: list[nn.Module] = []
+    for i, (c_in, c_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        if i:
+            layers.append(nn.ReLU())
+        layers.append(_conv3d(c_in, c_out))
+    return nn.Sequential(*layers)
+
+
+def position_encoding(k: int, base: float = 10000.0, device=None) -> torch.Tensor:
+    """Eq. 9: ``p_j = sin(linspace(1, 0, K)_j / base^(j / K))`` for ``j = 0..K-1``, in [0, 1]."""
+    j = torch.arange(k, dtype=torch.float32, device=device)
+    return torch.sin(torch.linspace(1.0, 0.0, k, device=device) / base ** (j / k))
+
+
+# Below this sigma_1 a frame is treated as empty: keeps the normalisation finite.
+_SIGMA_FLOOR = 1e-6
+
+
+# --------------------------------------------------------------------------- shrinkage
+
+
+class UniformSVT(nn.Module):
+    """Eq. 1: ``sigma' = relu(sigma - sigmoid(r) sigma_1)`` with one learned ``r``."""
+
+    def __init__(self, r_init: float = -2.0) -> None:
+        super().__init__()
+        self.r = nn.Parameter(torch.tensor(float(r_init)))
+
+    def forward(self, sigma: torch.Tensor) -> torch.Tensor:
+        """``sigma`` ``(B, T, K)`` sorted descending -> shrunk singular values, same shape."""
+        tau = torch.sigmoid(self.r) * sigma[..., :1]
+        return F.relu(sigma - tau)
+
+
+class PASS(nn.Module):
+    """Position-aware adaptive singular-value shrinkage (eq. 9-14).
+
+    ``Lambda = [sigma / sigma_1, P]`` is read as a ``(B, 2, T, K)`` image and processed with
+    3x3 ``Conv2d`` over ``(T, K)``, so any number of frames and singular values works:
+    ``r = sigmoid(Convs(Lambda))``, ``m = GELU(Convs(sigma / sigma_1))``,
+    ``gamma = sigma_1 Conv(r m)``, ``sigma' = relu(sigma - gamma)``. Working on
+    ``sigma / sigma_1`` makes the block scale-equivariant. The output conv starts with zero
+    weights and bias ``sigmoid(r_init)``, i.e. exactly at the uniform SVT threshold.
+    """
+
+    def __init__(self, channels: int = 16, r_init: float = -2.0, pe_base: float = 10000.0):
+        super().__init__()
+        self.pe_base = pe_base
+        self.ratio = nn.Sequential(
+            _conv2d(2, channels), nn.ReLU(), _conv2d(channels, channels), nn.Sigmoid()
+        )
+        self.modulation = nn.Sequential(
+            _conv2d(1, channels), nn.GELU(), _conv2d(channels, channels), nn.GELU()
+        )
+        self.out = _conv2d(channels, 1, bias=True)
+        nn.init.zeros_(self.out.weight)
+        nn.init.constant_(self.out.bias, 1.0 / (1.0 + math.exp(-r_init)))
+
+    def forward(self, sigma: torch.Tensor) -> torch.Tensor:
+        """``sigma`` ``(B, T, K)`` sorted descending -> shrunk singular values, same shape."""
+        b, t, k = sigma.shape
+        sigma_1 = sigma[..., :1].clamp_min(_SIGMA_FLOOR)
+        rel = (sigma / sigma_1).unsqueeze(1)  # (B, 1, T, K)
+        pos = position_encoding(k, self.pe_base, sigma.device).to(sigma.dtype)
+        lam = torch.cat((rel, pos.expand(b, 1, t, k)), dim=1)  # (B, 2, T, K)
+        gamma = self.out(self.ratio(lam) * self.modulation(rel)).squeeze(1)
+        return F.relu(sigma - gamma * sigma_1)
+
+
+# --------------------------------------------------------------------------- sparse + fusion
+
+
+class AST(nn.Module):
+    """Attention-based soft thresholding (eq. 16) on real features ``(B, C, T, H, W)``.
+
+    ``f = GAP(|F|)`` per channel, ``alpha = sigmoid(FC(relu(FC(f))))``, ``tau = alpha f``,
+    output ``sign(F) relu(|F| - tau)``.
+    """
+
+    def __init__(self, channels: int = 16) -> None:
+        super().__init__()
+        self.attention = nn.Sequential(
+            nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, channels), nn.Sigmoid()
+        )
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        mean_abs = feats.abs().mean(dim=(2, 3, 4))  # (B, C)
+        tau = (self.attention(mean_abs) * mean_abs)[:, :, None, None, None]
+        return torch.sign(feats) * F.relu(feats.abs() - tau)
+
+
+class _ResBlock3d(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv3d(channels, channels), nn.ReLU(), _conv3d(channels, channels)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.body(x))
+
+
+class LSAF(nn.Module):
+    """L & S adaptive fusion (eq. 17-18): one weight in [0, 1] per voxel from ``[L, S]``."""
+
+    def __init__(self, channels: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            _conv3d(4, channels),
+            nn.ReLU(),
+            _ResBlock3d(channels),
+            _ResBlock3d(channels),
+            _conv3d(channels, 1),
+        )
+
+    def forward(self, low_rank: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """Complex ``(B, T, H, W)`` L and S -> fused complex image."""
+        feats = torch.cat((complex_to_channels(low_rank), complex_to_channels(sparse)), dim=1)
+        weight = torch.sigmoid(self.net(feats)).squeeze(1)
+        return weight * low_rank + (1 - weight) * sparse
+
+
+class FixedFusion(nn.Module):
+    """Ablation: ``x = w L + (1 - w) S`` with a constant ``w``."""
+
+    def __init__(self, weight: float = 0.5) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, low_rank: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        return self.weight * low_rank + (1 - self.weight) * sparse
+
+
+# --------------------------------------------------------------------------- stage + network
+
+
+class PASSNetStage(nn.Module):
+    """One unrolled iteration: gradient step, low-rank and sparse branches, fusion."""
+
+    def __init__(self, config: PASSNetConfig) -> None:
+        super().__init__()
+        c = config.channels
+        self.eps_rel = config.svd_eps_rel
+        self.mu = nn.Parameter(torch.tensor(float(config.mu_init)))
+        self.phi = _cnn3d([2, c, c, 2])
+        self.phi_h = _cnn3d([2, c, c, 2])
+        if config.shrinkage == "pass":
+            self.shrink: nn.Module = PASS(c, config.svt_r_init, config.pe_base)
+        else:
+            self.shrink = UniformSVT(config.svt_r_init)
+        self.psi = _cnn3d([2, c, c, c])
+        self.ast = AST(c)
+        self.psi_h = _cnn3d([c, c, c, 2])
+        if config.fusion == "lsaf":
+            self.fusion: nn.Module = LSAF(c)
+        else:
+            self.fusion = FixedFusion(config.fixed_fusion_weight)
+
+    def low_rank(self, x: torch.Tensor) -> torch.Tensor:
+        """``Phi^H(SVT(Phi(x))) + x`` with one SVD per frame (``H x W`` matrix)."""
+        z = channels_to_complex(self.phi(complex_to_channels(x)))  # (B, T, H, W)
+        u, s, vh = stable_svd(z, self.eps_rel)  # s: (B, T, K)
+        s = self.shrink(s)
+        z = (u * s.unsqueeze(-2).to(u.dtype)) @ vh
+        return channels_to_complex(self.phi_h(complex_to_channels(z))) + x
+
+    def sparse(self, x: torch.Tensor) -> torch.Tensor:
+        """``Psi^H(AST(Psi(x))) + x``."""
+        feats = self.ast(self.psi(complex_to_channels(x)))
+        return channels_to_complex(self.psi_h(feats)) + x
+
+    def forward(self, x: torch.Tensor, op: EncodingOp, kspace: torch.Tensor) -> torch.Tensor:
+        x = x - F.relu(self.mu) * op.adjoint(op.forward(x) - kspace)
+        return self.fusion(self.low_rank(x), self.sparse(x))
+
+
+class PASSNet(nn.Module):
+    """Cascade of ``config.n_stages`` :class:`PASSNetStage` s (``self.stages``)."""
+
+    def __init__(self, config: PASSNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or PASSNetConfig()
+        self.stages = nn.ModuleList(PASSNetStage(self.config) for _ in range(self.config.n_stages))
+
+    def forward(
+        self, kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Reconstruct images from undersampled k-space.
+
+        Parameters
+        ----------
+        kspace
+            Complex centred k-space, ``(B, T, H, W)`` single-coil or ``(B, C, T, H, W)``.
+        mask
+            Real 0/1 mask ``(T, H, W)`` or ``(B, T, H, W)``.
+        coil_maps
+            Complex ``(B, C, H, W)`` or ``None`` (single-coil).
+
+        Returns
+        -------
+        torch.Tensor
+            Complex image ``(B, T, H, W)`` in the dtype of ``kspace``.
+        """
+        expected_ndim = 4 if coil_maps is None else 5
+        if kspace.ndim != expected_ndim:
+            raise ValueError(
+                f"k-space must have {expected_ndim} dims "
+                f"({'single' if coil_maps is None else 'multi'}-coil), got {tuple(kspace.shape)}"
+            )
+        op = EncodingOp(mask.to(kspace.device), coil_maps)
+        x = op.adjoint(kspace)
+        for stage in self.stages:
+            x = stage(x, op, kspace)
+        return x
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,232 @@
+"""Tests for the PASSNet model (passnet_core.model)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from passnet_core.fft import fft2c
+from passnet_core.model import (
+    AST,
+    LSAF,
+    PASS,
+    PASSNet,
+    PASSNetConfig,
+    UniformSVT,
+    count_parameters,
+    position_encoding,
+)
+from passnet_core.operators import EncodingOp
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids oversubscription on shared CI machines."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _problem(b=1, t=4, h=16, w=16, coils=None, seed=0, density=0.4):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randn(b, t, h, w, dtype=torch.complex64, generator=g)
+    mask = (torch.rand(t, h, w, generator=g) < density).float()
+    mask[:, h // 2, w // 2] = 1
+    if coils is None:
+        return image, fft2c(image) * mask, mask, None
+    maps = torch.randn(b, coils, h, w, dtype=torch.complex64, generator=g)
+    maps = maps / maps.abs().pow(2).sum(1, keepdim=True).sqrt()
+    kspace = fft2c(maps.unsqueeze(2) * image.unsqueeze(1)) * mask
+    return image, kspace, mask, maps
+
+
+def test_parameter_counts_match_paper():
+    counts = {n: count_parameters(PASSNet(PASSNetConfig(n_stages=n))) for n in (9, 13, 15, 17)}
+    print("parameter counts:", counts)
+    assert abs(counts[15] - 1.24e6) / 1.24e6 < 0.15
+    paper = {9: 0.75e6, 13: 1.09e6, 15: 1.25e6, 17: 1.42e6}
+    for n, expected in paper.items():
+        assert abs(counts[n] - expected) / expected < 0.05, (n, counts[n])
+    # without PASS/LSAF the stage is JotlasNet's (708k for 15 stages)
+    plain = PASSNet(PASSNetConfig(shrinkage="uniform_svt", fusion="fixed"))
+    assert abs(count_parameters(plain) - 708e3) / 708e3 < 0.05
+
+
+@pytest.mark.parametrize(
+    ("b", "t", "h", "w", "coils"),
+    [(1, 4, 16, 16, None), (2, 1, 12, 20, None), (1, 3, 10, 7, 3), (2, 2, 8, 8, 2)],
+)
+def test_output_shapes(b, t, h, w, coils):
+    torch.manual_seed(0)
+    _, kspace, mask, maps = _problem(b, t, h, w, coils)
+    model = PASSNet(PASSNetConfig(n_stages=2, channels=4))
+    with torch.no_grad():
+        out = model(kspace, mask, maps)
+    assert out.shape == (b, t, h, w)
+    assert out.dtype == torch.complex64
+    assert torch.isfinite(torch.view_as_real(out)).all()
+
+
+def test_full_depth_forward_tiny():
+    torch.manual_seed(0)
+    _, kspace, mask, _ = _problem(1, 4, 16, 16)
+    with torch.no_grad():
+        out = PASSNet()(kspace, mask)
+    assert out.shape == (1, 4, 16, 16)
+    assert torch.isfinite(torch.view_as_real(out)).all()
+
+
+def test_batched_mask_and_wrong_kspace_rank():
+    torch.manual_seed(0)
+    _, kspace, mask, _ = _problem(2, 2, 8, 8)
+    model = PASSNet(PASSNetConfig(n_stages=1, channels=4))
+    with torch.no_grad():
+        a = model(kspace, mask)
+        b = model(kspace, mask.expand(2, -1, -1, -1))
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="dims"):
+        model(kspace.unsqueeze(1), mask)
+
+
+def test_model_learns_tiny_problem():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    t, h, w = 8, 24, 24
+    # a smooth, low-rank-in-time target: a few moving blobs
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    frames = [
+        torch.exp(-((xx - 0.3 * torch.sin(torch.tensor(i / 2))) ** 2 + yy**2) * 8) for i in range(t)
+    ]
+    target = torch.stack(frames).to(torch.complex64).unsqueeze(0)
+    mask = (torch.rand(t, h, w, generator=g) < 0.3).float()
+    mask[:, h // 2 - 2 : h // 2 + 2, :] = 1
+    kspace = fft2c(target) * mask
+    model = PASSNet(PASSNetConfig(n_stages=2, channels=4))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def loss_fn():
+        return (model(kspace, mask) - target).abs().pow(2).mean()
+
+    with torch.no_grad():
+        initial = loss_fn().item()
+    for _ in range(20):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        final = loss_fn().item()
+    assert final < initial / 2, (initial, final)
+
+
+def test_zero_kspace_gives_finite_output_and_gradients():
+    torch.manual_seed(0)
+    model = PASSNet(PASSNetConfig(n_stages=2, channels=4))
+    kspace = torch.zeros(1, 3, 8, 8, dtype=torch.complex64)
+    mask = torch.ones(3, 8, 8)
+    out = model(kspace, mask)
+    assert torch.isfinite(torch.view_as_real(out)).all()
+    loss = (out - torch.ones_like(out)).abs().pow(2).mean()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), name
+
+
+def test_fully_sampled_single_coil_x0_is_the_image():
+    image, _, _, _ = _problem(1, 3, 8, 10)
+    mask = torch.ones(3, 8, 10)
+    kspace = fft2c(image)
+    model = PASSNet(PASSNetConfig(n_stages=1, channels=4))
+    seen = {}
+    model.stages[0].register_forward_pre_hook(lambda mod, args: seen.update(x0=args[0]))
+    with torch.no_grad():
+        model(kspace, mask)
+        # with a full mask the data-consistency gradient at the image vanishes
+        op = EncodingOp(mask)
+        residual = op.adjoint(op.forward(image) - kspace)
+    torch.testing.assert_close(seen["x0"], image, rtol=1e-5, atol=1e-5)
+    assert residual.abs().max() < 1e-5
+
+
+def test_uniform_svt_threshold_and_pass_starts_there():
+    sigma = torch.tensor([[[4.0, 2.0, 1.0, 0.1]]])
+    tau = torch.sigmoid(torch.tensor(-2.0)) * 4.0
+    expected = torch.relu(sigma - tau)
+    torch.testing.assert_close(UniformSVT()(sigma), expected)
+    torch.testing.assert_close(PASS(channels=4)(sigma), expected)
+
+
+def test_pass_is_scale_equivariant_and_handles_zero():
+    torch.manual_seed(0)
+    block = PASS(channels=4)
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    sigma = torch.sort(torch.rand(2, 3, 6), dim=-1, descending=True).values
+    torch.testing.assert_close(block(sigma * 7.0), block(sigma) * 7.0, rtol=1e-5, atol=1e-5)
+    zero = torch.zeros(1, 2, 5, requires_grad=True)
+    out = block(zero)
+    out.sum().backward()
+    assert torch.equal(out, torch.zeros_like(out))
+    assert torch.isfinite(zero.grad).all()
+
+
+def test_position_encoding_range():
+    p = position_encoding(64)
+    assert p.shape == (64,)
+    assert p[0] > p[-1]
+    assert (p >= 0).all() and (p <= 1).all()
+
+
+def test_ast_soft_thresholds_per_channel():
+    ast = AST(channels=2)
+    feats = torch.randn(1, 2, 2, 4, 4)
+    out = ast(feats)
+    assert ((out == 0) | (out.sign() == feats.sign())).all()
+    assert (out.abs() <= feats.abs()).all()
+    assert (out == 0).any()
+
+
+def test_lsaf_output_is_a_convex_combination():
+    lsaf = LSAF(channels=4)
+    low = torch.ones(1, 2, 4, 4, dtype=torch.complex64)
+    sparse = -torch.ones(1, 2, 4, 4, dtype=torch.complex64)
+    out = lsaf(low, sparse)
+    assert (out.real.abs() < 1).all()
+    torch.testing.assert_close(out.imag, torch.zeros_like(out.imag))
+
+
+def test_ablations_and_config_roundtrip():
+    cfg = PASSNetConfig(n_stages=3, shrinkage="uniform_svt", fusion="fixed")
+    model = PASSNet(cfg)
+    assert len(model.stages) == 3
+    assert isinstance(model.stages[0].shrink, UniformSVT)
+    assert not any(isinstance(m, LSAF) for m in model.modules())
+    assert PASSNetConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.n_stages = 4  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n_stages": 0},
+        {"n_stages": 2.5},
+        {"channels": True},
+        {"shrinkage": "hard"},
+        {"fusion": "sum"},
+        {"fixed_fusion_weight": 1.5},
+        {"mu_init": float("nan")},
+        {"svd_eps_rel": -1.0},
+    ],
+)
+def test_config_validation(kwargs):
+    with pytest.raises(ValueError):
+        PASSNetConfig(**kwargs)
+
+
+def test_config_from_dict_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown"):
+        PASSNetConfig.from_dict({"n_stages": 2, "depth": 3})
