@@ -16,6 +16,12 @@ Kinds
     to 1 at the corners), ``v`` found by bisection so ``sum(pdf) = HW/R``; the ``HW/R``
     points with the largest ``U(0,1) * pdf`` are kept, so the acceleration is ``R`` up to
     rounding.
+``vds_lines``
+    Cartesian k-t sampling, what a scanner can actually acquire: whole phase-encode lines
+    (full readout), drawn afresh per frame with probability ``(1 - |ky|)^2 + 0.1`` (``ky``
+    normalised to 1 at the edge) plus the centre line, ``round(H/R)`` lines per frame. The
+    simulator (``passnet simulate``) writes these as readouts, so networks meant for the
+    Gadgetron path should see them in training.
 ``equispaced``
     Every ``R``-th phase-encode line plus ``acs`` central lines, full readout, identical for
     all frames. The ACS lines lower the achieved acceleration to about ``H / (H/R + acs)``
@@ -29,8 +35,10 @@ import hashlib
 import numpy as np
 import torch
 
-MASK_KINDS = ("radial", "vds", "equispaced")
+MASK_KINDS = ("radial", "vds", "vds_lines", "equispaced")
 VDS_POWER = 9  # exponent of the (1 - r) density profile
+VDS_LINE_POWER = 2  # exponent of the (1 - |ky|) line density of ``vds_lines``
+VDS_LINE_FLOOR = 0.1  # keeps outer lines visited over the frames
 
 RngLike = np.random.Generator | int | None
 
@@ -180,6 +188,28 @@ def equispaced_mask(
     return _with_dc(mask)
 
 
+def vds_lines_mask(accel: float, t: int, h: int, w: int, rng: RngLike = None) -> torch.Tensor:
+    """Variable-density random phase-encode lines (full readout), drawn afresh per frame.
+
+    Each frame keeps the centre line ``H//2`` plus ``round(H/R) - 1`` other lines drawn without
+    replacement with probability proportional to ``(1 - |ky|)^2 + 0.1``.
+    """
+    _check_dims(t, h, w)
+    if not np.isfinite(accel) or accel < 1:
+        raise ValueError(f"vds_lines acceleration must be a finite number >= 1, got {accel!r}")
+    rng = _rng(rng)
+    n_lines = min(h, max(1, int(round(h / accel))))
+    ky = np.clip(np.abs(np.arange(h) - h // 2) / max(1, h // 2), 0, 1)
+    density = (1 - ky) ** VDS_LINE_POWER + VDS_LINE_FLOOR
+    density[h // 2] = 0  # the centre line is always acquired, not drawn
+    others = density / density.sum()
+    lines = np.zeros((t, h), dtype=bool)
+    lines[:, h // 2] = True
+    for frame in range(t):
+        lines[frame, rng.choice(h, n_lines - 1, replace=False, p=others)] = True
+    return _with_dc(np.repeat(lines[:, :, None], w, axis=2))
+
+
 def make_mask(
     kind: str, accel: float, t: int, h: int, w: int, seed: int | None = None
 ) -> torch.Tensor:
@@ -188,9 +218,9 @@ def make_mask(
     Parameters
     ----------
     kind
-        ``"radial"``, ``"vds"`` or ``"equispaced"``.
+        ``"radial"``, ``"vds"``, ``"vds_lines"`` or ``"equispaced"``.
     accel
-        For ``radial`` the number of lines ``N``; for ``vds`` and ``equispaced`` the
+        For ``radial`` the number of lines ``N``; for the others the
         acceleration ``R`` (``equispaced`` adds 24 ACS lines, see the module docstring).
     t, h, w
         Frames, phase-encode lines, readout points.
@@ -204,6 +234,8 @@ def make_mask(
         return radial_mask(int(accel), t, h, w, np.random.default_rng(seed))
     if kind == "vds":
         return vds_mask(float(accel), t, h, w, np.random.default_rng(seed))
+    if kind == "vds_lines":
+        return vds_lines_mask(float(accel), t, h, w, np.random.default_rng(seed))
     if kind == "equispaced":
         if float(accel) != int(accel):
             raise ValueError(f"equispaced masks need an integer acceleration, got {accel!r}")

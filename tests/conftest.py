@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-import socket
+import os
+
+# One compute thread per process: the suite runs on 2-core machines and starts subprocesses
+# (Gadgetron's external runner, DDP workers); oversubscribed OpenMP threads made ESPIRiT and
+# SVD up to 100x slower there. Set before torch is imported so subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import socket  # noqa: E402
 from dataclasses import dataclass
 from pathlib import Path
 
-import ismrmrd
-import pytest
+import ismrmrd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -139,3 +139,14 @@ def test_acceleration_accepts_numpy_and_rejects_empty():
 def test_bad_arguments_raise(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_vds_lines_are_whole_lines_random_per_frame_and_keep_the_centre():
+    mask = make_mask("vds_lines", 8, 10, 128, 32, seed=0)
+    lines = mask[:, :, 0].numpy() > 0
+    assert (mask == mask[:, :, :1]).all()  # full readout lines
+    assert lines.shape == (10, 128) and lines[:, 64].all()
+    np.testing.assert_array_equal(lines.sum(1), 16)
+    assert len({tuple(np.nonzero(row)[0]) for row in lines}) > 1
+    assert lines[:, 48:80].mean() > 2 * lines[:, :32].mean()  # denser near the centre
+    assert acceleration(mask) == pytest.approx(8.0)

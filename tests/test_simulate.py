@@ -13,7 +13,7 @@ import torch
 
 from passnet_core.fft import ifft2c
 from training import simulate
-from training.simulate import TRUTH_GROUP, simulate_cine, vds_line_mask
+from training.simulate import TRUTH_GROUP, simulate_cine
 
 SMALL = {"n_coils": 4, "frames": 6, "matrix": (40, 48)}
 
@@ -187,15 +187,6 @@ def test_partial_fourier_and_no_oversampling(tmp_path):
     ky = records["head"]["idx"]["kspace_encode_step_1"][1:]
     assert ky.min() >= 10 and records["head"]["number_of_samples"][1] == 48
     assert not truth["mask"][:, :, :10].any() and attrs["first_line"] == 10
-
-
-def test_vds_lines_are_random_per_frame_and_keep_the_centre():
-    lines = vds_line_mask(8, 10, 128, np.random.default_rng(0))
-    assert lines.shape == (10, 128) and lines[:, 64].all()
-    np.testing.assert_array_equal(lines.sum(1), 16)
-    assert len({tuple(np.nonzero(row)[0]) for row in lines}) > 1
-    # denser near the centre
-    assert lines[:, 48:80].mean() > 2 * lines[:, :32].mean()
 
 
 def test_deterministic_in_the_seed(tmp_path):

@@ -44,7 +44,7 @@ import torch
 from ismrmrd.hdf5 import acquisition_dtype, acquisition_header_dtype
 
 from passnet_core.fft import ifft2c
-from passnet_core.masks import make_mask
+from passnet_core.masks import make_mask, vds_lines_mask
 from training.phantom import (
     PhantomParams,
     body_support,
@@ -59,8 +59,6 @@ DEFAULT_FRAMES = 20
 DEFAULT_MATRIX = 128
 DEFAULT_NOISE = 0.02
 LINE_MASK_KINDS = ("vds", "equispaced")
-VDS_LINE_POWER = 2  # exponent of the (1 - |ky|) line density: k-t style, denser centre
-VDS_LINE_FLOOR = 0.1  # density floor, so outer lines are acquired in some frames
 ACS_LINES = 24  # central lines of equispaced masks (passnet_core.masks default)
 FOV_MM = 340.0  # reconstructed field of view along the larger axis
 SLICE_THICKNESS_MM = 8.0
@@ -84,38 +82,11 @@ class SliceData:
     lines: np.ndarray  # (T, H) bool, acquired phase-encode lines
 
 
-def vds_line_mask(accel: float, t: int, h: int, rng: np.random.Generator) -> np.ndarray:
-    """Variable-density random phase-encode lines, drawn afresh per frame.
-
-    Each frame keeps the centre line ``H//2`` plus ``round(H/R) - 1`` other lines drawn without
-    replacement with probability proportional to ``(1 - |ky|)^2 + 0.1`` (``ky`` normalised to
-    1 at the edge): a dense centre, but the outer lines still get visited over the frames.
-    This is the Cartesian-line analogue of the 2-D ``vds`` mask in :mod:`passnet_core.masks`,
-    which samples single points and cannot be written as readouts.
-
-    Returns
-    -------
-    np.ndarray
-        Boolean ``(T, H)``.
-    """
-    if not np.isfinite(accel) or accel < 1:
-        raise ValueError(f"vds acceleration must be a finite number >= 1, got {accel!r}")
-    n_lines = min(h, max(1, int(round(h / accel))))
-    ky = np.clip(np.abs(np.arange(h) - h // 2) / max(1, h // 2), 0, 1)
-    density = (1 - ky) ** VDS_LINE_POWER + VDS_LINE_FLOOR
-    density[h // 2] = 0  # drawn separately: always acquired
-    others = density / density.sum()
-    lines = np.zeros((t, h), dtype=bool)
-    lines[:, h // 2] = True
-    for frame in range(t):
-        lines[frame, rng.choice(h, n_lines - 1, replace=False, p=others)] = True
-    return lines
-
-
 def line_mask(kind: str, accel: float, t: int, h: int, seed: int) -> np.ndarray:
     """Acquired phase-encode lines ``(T, H)`` for a Cartesian mask kind (``vds``/``equispaced``)."""
     if kind == "vds":
-        return vds_line_mask(accel, t, h, np.random.default_rng([seed, 1]))
+        rng = np.random.default_rng([seed, 1])
+        return vds_lines_mask(accel, t, h, 2, rng)[:, :, 0].numpy() > 0
     if kind == "equispaced":
         return make_mask("equispaced", accel, t, h, 2)[:, :, 0].numpy() > 0
     raise ValueError(
