@@ -243,6 +243,26 @@ def make_mask(
     raise ValueError(f"unknown mask kind {kind!r}; expected one of {', '.join(MASK_KINDS)}")
 
 
+def parse_mask_name(name: str) -> tuple[str, float]:
+    """``"vds-8"`` -> ``("vds", 8.0)``, the ``KIND-ACCEL`` names used in configs and tables.
+
+    ``radial-16`` means 16 lines; ``radial`` and ``equispaced`` need an integer.
+    """
+    kind, _, accel = str(name).rpartition("-")
+    try:
+        value = float(accel)
+    except ValueError:
+        value = float("nan")
+    if kind not in MASK_KINDS or not np.isfinite(value) or value < 1:
+        raise ValueError(
+            f"mask name {name!r} must be KIND-ACCEL with KIND in {', '.join(MASK_KINDS)} "
+            "and ACCEL >= 1, e.g. vds-8, radial-16, vds_lines-8"
+        )
+    if kind in ("radial", "equispaced") and value != int(value):
+        raise ValueError(f"mask name {name!r}: {kind} needs an integer")
+    return kind, value
+
+
 def seed_from_name(name: str) -> int:
     """A deterministic 63-bit seed from a string (e.g. a file name), stable across runs.
 

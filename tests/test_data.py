@@ -14,7 +14,6 @@ from training.data import (
     SyntheticCines,
     collate_cine,
     crop_windows,
-    parse_mask_name,
 )
 
 
@@ -42,14 +41,6 @@ def test_crop_windows_multires_stride_and_fallback():
         assert t0 + ft <= 20 and y0 + hs <= 100 and x0 + ws <= 70
     short = crop_windows((10, 40, 40), [64], frames=16)
     assert short == [(0, 0, 0, 10, 40, 40)]
-
-
-def test_parse_mask_name():
-    assert parse_mask_name("vds-8") == ("vds", 8.0)
-    assert parse_mask_name("radial-16") == ("radial", 16.0)
-    for bad in ("vds", "spiral-4", "vds-x", "equispaced-0"):
-        with pytest.raises(ValueError, match="KIND-NUMBER"):
-            parse_mask_name(bad)
 
 
 def test_sample_validates_shapes():

@@ -14,6 +14,7 @@ from passnet_core.masks import (
     acceleration,
     equispaced_mask,
     make_mask,
+    parse_mask_name,
     radial_mask,
     seed_from_name,
     vds_mask,
@@ -150,3 +151,12 @@ def test_vds_lines_are_whole_lines_random_per_frame_and_keep_the_centre():
     assert len({tuple(np.nonzero(row)[0]) for row in lines}) > 1
     assert lines[:, 48:80].mean() > 2 * lines[:, :32].mean()  # denser near the centre
     assert acceleration(mask) == pytest.approx(8.0)
+
+
+def test_parse_mask_name_accepts_every_kind_and_names_the_format():
+    assert parse_mask_name("vds-8") == ("vds", 8.0)
+    assert parse_mask_name("radial-16") == ("radial", 16.0)
+    assert parse_mask_name("vds_lines-5") == ("vds_lines", 5.0)
+    for bad in ("vds", "spiral-4", "vds-x", "equispaced-0", "radial-2.5"):
+        with pytest.raises(ValueError, match="mask name"):
+            parse_mask_name(bad)

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from passnet_core.fft import fft2c
-from passnet_core.masks import MASK_KINDS, make_mask, seed_from_name
+from passnet_core.masks import make_mask, parse_mask_name, seed_from_name
 from passnet_core.operators import EncodingOp
 from training.phantom import (
     PhantomParams,
@@ -169,20 +169,6 @@ def crop_windows(
                 for x0 in range(0, w - ws + 1, sx):
                     windows[(t0, y0, x0, ft, hs, ws)] = None
     return list(windows)
-
-
-def parse_mask_name(name: str) -> tuple[str, float]:
-    """``"vds-8"`` -> ``("vds", 8.0)``; ``radial-16`` means 16 lines (passnet_core.masks)."""
-    kind, _, accel = name.rpartition("-")
-    try:
-        value = float(accel)
-    except ValueError:
-        value = float("nan")
-    if kind not in MASK_KINDS or not np.isfinite(value) or value < 1:
-        raise ValueError(
-            f"mask name {name!r} must be KIND-NUMBER with KIND in {MASK_KINDS}, e.g. 'vds-8'"
-        )
-    return kind, value
 
 
 class CineCropDataset(Dataset):
