@@ -13,15 +13,6 @@ from passnet_core.model import PASSNet, PASSNetConfig
 from passnet_core.weights import save_weights
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on shared CI machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model() -> PASSNet:
     torch.manual_seed(0)

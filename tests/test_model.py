@@ -21,15 +21,6 @@ from passnet_core.model import (
 from passnet_core.operators import EncodingOp
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on shared CI machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _problem(b=1, t=4, h=16, w=16, coils=None, seed=0, density=0.4):
     g = torch.Generator().manual_seed(seed)
     image = torch.randn(b, t, h, w, dtype=torch.complex64, generator=g)
