@@ -265,7 +265,10 @@ class AcquisitionBuffer:
     # -- ingest --------------------------------------------------------------------------
     def add(self, acquisition) -> list[SliceData | SliceFailure]:
         """Add one ``ismrmrd.Acquisition``; returns the slices it completed (often none)."""
-        head = acquisition.getHead() if hasattr(acquisition, "getHead") else acquisition
+        # ``getHead()`` deep-copies the header (~60 us); read the live one, copy only what is kept
+        head = getattr(acquisition, "_head", None)
+        if head is None:
+            head = acquisition.getHead() if hasattr(acquisition, "getHead") else acquisition
         return self.add_line(head, acquisition.data)
 
     def add_line(self, head, data: np.ndarray) -> list[SliceData | SliceFailure]:
@@ -338,7 +341,7 @@ class AcquisitionBuffer:
         distance = abs(e1 - geo.centre_e1) + (geo.enc_y if calib_only else 0)
         best = buf.references.get(frame)
         if best is None or distance < best[0]:
-            buf.references[frame] = (distance, head)
+            buf.references[frame] = (distance, _copy_header(head))
 
     def _whitening(self) -> np.ndarray | None:
         try:
@@ -379,34 +382,46 @@ class AcquisitionBuffer:
             raise ValueError(
                 f"slice {slice_index}: {c}x{n_frames}x{h}x{w} exceeds max_matrix_elements"
             )
-        kspace = np.zeros((c, n_frames, h, w), np.complex64)
-        sampled = np.zeros((n_frames, h, w), bool)
-        calib_sum = np.zeros((c, h, w), np.complex64)
+        # All work is done on the stack of lines (C, N, enc_x), much smaller than the
+        # (C, T, H, enc_x) grid at any acceleration and laid out so that whitening, the
+        # readout FFTs and the final placement all run on contiguous memory.
+        n = len(buf.lines)
+        frames = np.fromiter((ln[0] for ln in buf.lines), np.intp, n)
+        rows = np.fromiter((ln[1] for ln in buf.lines), np.intp, n)
+        for_image = np.fromiter((ln[4] for ln in buf.lines), bool, n)
+        lines = np.zeros((c, n, w), np.complex64)
+        line_sampled = np.zeros((n, w), bool)
+        for i, (_, _, offset, data, _) in enumerate(buf.lines):
+            lines[:, i, offset : offset + data.shape[1]] = data
+            line_sampled[i, offset : offset + data.shape[1]] = True
+        calib_sum = np.zeros((h, c, w), np.complex64)
+        np.add.at(calib_sum, rows, lines.transpose(1, 0, 2))
         calib_count = np.zeros((h, w), np.float32)
-        for frame, row, offset, data, for_image in buf.lines:
-            cols = slice(offset, offset + data.shape[1])
-            if for_image:
-                kspace[:, frame, row, cols] = data
-                sampled[frame, row, cols] = True
-            calib_sum[:, row, cols] += data
-            calib_count[row, cols] += 1
+        np.add.at(calib_count, rows, line_sampled)
         if calib_count[h // 2, w // 2] == 0:
             raise ValueError(
                 f"slice {slice_index}: the k-space centre line (e1={geo.centre_e1}) was never "
                 "acquired; coil maps cannot be estimated"
             )
-        calibration = calib_sum / np.maximum(calib_count, 1)
+        calibration = calib_sum.transpose(1, 0, 2) / np.maximum(calib_count, 1)
         if self.noise and self.whitening is None:
             self.whitening = self._whitening()
         if self.whitening is not None and self.whitening.shape[0] == c:
-            # one matrix product per slice (per-line products cost far more in BLAS overhead)
-            kspace = (self.whitening @ kspace.reshape(c, -1)).reshape(kspace.shape)
+            # one 2-D matrix product per slice (a per-line product runs one threaded BLAS
+            # call per line, which stalls for seconds when the cores are busy)
+            lines = (self.whitening @ lines.reshape(c, -1)).reshape(c, n, w)
             calibration = (self.whitening @ calibration.reshape(c, -1)).reshape(c, h, w)
         out_w = geo.recon_x
-        kspace = remove_readout_oversampling(kspace, out_w)
+        lines = remove_readout_oversampling(lines, out_w)
         calibration = remove_readout_oversampling(calibration, out_w)
-        mask = readout_mask(sampled, out_w).astype(np.float32)
-        rows = calib_count.max(axis=1) > 0
+        image = np.flatnonzero(for_image)
+        kspace = np.zeros((c, n_frames, h, out_w), np.complex64)
+        kspace[:, frames[image], rows[image]] = lines[:, image]
+        sampled = np.zeros((n_frames, h, out_w), bool)
+        line_mask = readout_mask(line_sampled[image], out_w)
+        np.logical_or.at(sampled, (frames[image], rows[image]), line_mask)
+        mask = sampled.astype(np.float32)
+        calib_rows = calib_count.max(axis=1) > 0
         return SliceData(
             kspace=kspace,
             mask=mask,
@@ -416,8 +431,16 @@ class AcquisitionBuffer:
             field_of_view=geo.fov,
             recon_matrix=(geo.recon_x, geo.recon_y),
             frame_dimension=geo.frame_dimension,
-            calib_lines=central_run(rows),
+            calib_lines=central_run(calib_rows),
         )
+
+
+def _copy_header(head):
+    """An independent copy of an ``ismrmrd.AcquisitionHeader`` (ctypes struct) or object."""
+    cls = type(head)
+    if hasattr(cls, "from_buffer_copy"):
+        return cls.from_buffer_copy(head)
+    return head
 
 
 def central_run(rows: np.ndarray) -> int:

@@ -111,3 +111,14 @@ def test_bad_mask_and_maps_raise():
         CoilOp(random_complex((C, H, W)))
     with pytest.raises(ValueError, match="disagree"):
         EncodingOp(_mask(), random_complex((B, C, H, W + 2)))
+
+
+@pytest.mark.parametrize("shape", [(8, 6), (6, 10), (7, 8), (8, 9), (5, 5), (2, 2)])
+def test_centred_fft_matches_the_shift_definition_for_even_and_odd_sizes(shape):
+    """The modulation shortcut for even sizes must equal fftshift(fft2(ifftshift(x)))."""
+    x = torch.randn(3, *shape, dtype=torch.complex128)
+    dims = (-2, -1)
+    for fast, transform in ((fft2c, torch.fft.fft2), (ifft2c, torch.fft.ifft2)):
+        shifted = torch.fft.ifftshift(x, dim=dims)
+        expected = torch.fft.fftshift(transform(shifted, dim=dims, norm="ortho"), dim=dims)
+        torch.testing.assert_close(fast(x), expected, rtol=0, atol=1e-12)

@@ -1,0 +1,69 @@
+"""Where benchmark numbers go: the machine description and the BENCHMARKS.md appender."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+
+def machine_description(device: torch.device | str = "cpu") -> str:
+    """One line naming the hardware and software a number was measured on."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        hw = f"GPU {torch.cuda.get_device_name(device)}"
+    else:
+        hw = f"CPU {_cpu_model()} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+    return f"{hw}; torch {torch.__version__}; Python {platform.python_version()}"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def command_line() -> str:
+    """The command that produced the numbers, as a user would retype it."""
+    argv = sys.argv[:]
+    if argv and argv[0].endswith(("passnet", "__main__.py", "cli.py")):
+        argv[0] = "passnet"
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def append_section(path: Path, title: str, body: str, device: torch.device | str = "cpu") -> None:
+    """Append a dated section (command, machine, body) to a Markdown file."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = (
+        f"\n## {title}\n\n"
+        f"- date: {stamp}\n"
+        f"- command: `{command_line()}`\n"
+        f"- machine: {machine_description(device)}\n\n"
+        f"{body.rstrip()}\n"
+    )
+    path = Path(path)
+    if not path.exists():
+        path.write_text(
+            "# Benchmarks\n\nMeasured numbers, newest last. Each section names its command and "
+            "machine. Ratios compare methods measured in the same run; absolute times are only "
+            "meaningful for the machine named.\n"
+        )
+    with path.open("a") as fh:
+        fh.write(text)
+
+
+def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
+    """Render a Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(c) for c in row) + " |")
+    return "\n".join(lines)

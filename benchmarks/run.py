@@ -1,0 +1,165 @@
+"""``passnet bench``: latency, GPU, streaming and quality benchmarks appended to BENCHMARKS.md.
+
+Each section is measured in one run on one machine, so the ratios inside a section are
+comparable; the command line and the machine are recorded with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchmarks import latency, streaming
+from benchmarks.report import append_section
+
+log = logging.getLogger("passnet.bench")
+
+SECTIONS = ("latency", "gpu", "streaming", "quality")
+QUALITY_METHODS = ("zero-filled", "lplus-s", "bart-llr", "passnet-uniform", "passnet")
+
+
+def parse_sizes(text: str) -> list[latency.Size]:
+    """``"16x128x128x1,30x192x156x15"`` -> ``[(16, 128, 128, 1), (30, 192, 156, 15)]``."""
+    sizes = []
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        try:
+            size = tuple(int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--sizes: {item!r} is not TxHxWxCOILS") from None
+        if len(size) != 4 or min(size) < 1:
+            raise ValueError(f"--sizes: {item!r} needs four positive integers TxHxWxCOILS")
+        sizes.append(size)
+    if not sizes:
+        raise ValueError("--sizes: empty list")
+    return sizes
+
+
+def parse_sections(text: str) -> list[str]:
+    """Comma-separated section names, checked against :data:`SECTIONS`."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown or not names:
+        raise ValueError(f"--sections: unknown {unknown or 'empty'}; choose from {SECTIONS}")
+    return names
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``passnet bench``."""
+    parser.add_argument(
+        "--sizes",
+        help="comma-separated TxHxWxCOILS for the latency section "
+        "(default: 16x128x128x1,20x128x128x8,30x192x156x15)",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls per method (median)")
+    parser.add_argument("--stages", type=int, default=15, help="PASSNet stages (latency, GPU)")
+    parser.add_argument(
+        "--streaming-stages",
+        type=int,
+        default=1,
+        help="PASSNet stages in the streaming section (its overhead is what is measured)",
+    )
+    parser.add_argument("--threads", type=int, help="pin torch and BART (OpenMP) threads")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--no-bart", action="store_true", help="leave BART out")
+    parser.add_argument("--quality-cases", type=int, default=2, help="held-out cases")
+    parser.add_argument("--weights", type=Path, help="PASSNet weights for the quality section")
+    parser.add_argument("--weights-uniform", type=Path, help="uniform-SVT weights (quality)")
+    parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="Markdown file")
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}"
+    )
+
+
+def _check(args: argparse.Namespace) -> tuple[list[latency.Size], list[str]]:
+    """Validate everything before any heavy work."""
+    sections = parse_sections(args.sections)
+    if args.sizes:
+        sizes = parse_sizes(args.sizes)
+    else:
+        sizes = list(latency.QUICK_SIZES if args.quick else latency.DEFAULT_SIZES)
+    for name in ("repeats", "stages", "streaming_stages", "quality_cases"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError("--threads must be at least 1")
+    for flag, path in (("--weights", args.weights), ("--weights-uniform", args.weights_uniform)):
+        if path is not None and not path.is_file():
+            raise ValueError(f"{flag} {path}: no such file")
+    return sizes, sections
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen sections and append them to ``args.out``; 2 on bad arguments."""
+    try:
+        sizes, sections = _check(args)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the bart processes
+    for section in sections:
+        log.info("bench: %s", section)
+        title, body, device = _SECTION_RUNNERS[section](args, sizes)
+        print(f"\n## {title}\n\n{body}")
+        append_section(args.out, title, body, device)
+    log.info("appended %d section(s) to %s", len(sections), args.out)
+    return 0
+
+
+def _latency(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str, str, str]:
+    rows = [
+        latency.measure_size(s, torch.device("cpu"), args.repeats, args.stages, not args.no_bart)
+        for s in sizes
+    ]
+    return "Inference latency per slice (CPU)", latency.latency_markdown(rows), "cpu"
+
+
+def _gpu(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str, str, str]:
+    from benchmarks import gpu
+
+    size = sizes[-1]
+    result = gpu.gpu_benchmark(size, args.stages, max(args.repeats, 3))
+    device = "cuda" if gpu.cuda_available() else "cpu"
+    return "GPU inference options", gpu.gpu_markdown(result, size), device
+
+
+def _streaming(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str, str, str]:
+    shape = streaming.QUICK_SLICE if args.quick else streaming.DEFAULT_SLICE
+    result = streaming.measure_streaming(shape, args.streaming_stages)
+    return (
+        "Streaming throughput and per-slice latency split",
+        streaming.streaming_markdown(result),
+        "cpu",
+    )
+
+
+def _quality(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str, str, str]:
+    try:
+        from training import evaluate
+    except ImportError as exc:  # training.evaluate is an optional part of the install
+        return "Quality", f"skipped: training.evaluate unavailable ({exc})\n", "cpu"
+    size, coils, masks = ((4, 32, 32), 1, ["vds-8"]) if args.quick else ((16, 128, 128), 1, None)
+    masks = masks or list(evaluate.DEFAULT_MASKS)
+    methods = [m for m in QUALITY_METHODS if not (args.no_bart and m.startswith("bart"))]
+    built = evaluate.build_methods(methods, args.weights, args.weights_uniform, "cpu")
+    with tempfile.TemporaryDirectory(prefix="passnet_bench_quality_") as tmp:
+        results = evaluate.evaluate(built, masks, args.quality_cases, size, coils, Path(tmp))
+    table = evaluate.markdown_table(results, masks, args.quality_cases, size, coils)
+    # evaluate's table starts with its own '# ' title: demote it under this section
+    return "Quality on held-out synthetic cines", table.replace("# ", "### ", 1), "cpu"
+
+
+_SECTION_RUNNERS = {
+    "latency": _latency,
+    "gpu": _gpu,
+    "streaming": _streaming,
+    "quality": _quality,
+}

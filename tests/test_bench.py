@@ -1,0 +1,72 @@
+"""``passnet bench`` end to end on tiny sizes, writing only into tmp_path."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from benchmarks import latency, run
+from passnet_core import bart, baselines
+from passnet_core.cli import main
+
+
+def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.flatten(), b.flatten()
+    return float((a.conj() @ b).abs() / (a.norm() * b.norm()))
+
+
+def test_quick_bench_writes_every_section(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may land in the repository
+    out = tmp_path / "B.md"
+    assert main(["bench", "--quick", "--threads", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    for title in ("Inference latency", "GPU inference", "Streaming throughput", "Quality"):
+        assert f"## {title}" in text
+    assert "- command: `" in text and "- machine: CPU" in text
+    # a latency row per quick size with a positive PASSNet time
+    for t, h, w, c in latency.QUICK_SIZES:
+        row = re.search(rf"\| {t}x{h}x{w}x{c} \| \d+ \| (\d+\.\d+)", text)
+        assert row and float(row.group(1)) > 0
+    if not torch.cuda.is_available():
+        assert "no CUDA device: skipped" in text
+    assert re.search(r"\| line ingest \(AcquisitionBuffer.add\) \| [\d,]+ \|", text)
+    assert re.search(r"\| zero-filled \| \d+\.\d+ ± ", text)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["B.md"]
+
+
+def test_bad_arguments_fail_before_any_work(tmp_path):
+    out = tmp_path / "B.md"
+    assert main(["bench", "--sizes", "16x128x128", "--out", str(out)]) == 2
+    assert main(["bench", "--sections", "latency,speed", "--out", str(out)]) == 2
+    assert main(["bench", "--repeats", "0", "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_parse_sizes():
+    assert run.parse_sizes("16x128x128x1, 30X192x156x15") == [(16, 128, 128, 1), (30, 192, 156, 15)]
+    with pytest.raises(ValueError, match="TxHxWxCOILS"):
+        run.parse_sizes("16x128xAx1")
+
+
+def test_breakdown_fractions_cover_the_forward_pass():
+    case = latency.make_case((4, 24, 20, 2))
+    model, _ = latency.build_models(1, torch.device("cpu"))
+    fractions = latency.stage_breakdown(model, case, torch.device("cpu"))
+    assert set(fractions) == {"Conv3d", "SVD", "FFT", "roll/cat", "other"}
+    assert sum(fractions.values()) == pytest.approx(1.0)
+    assert fractions["Conv3d"] > 0 and fractions["SVD"] > 0 and fractions["FFT"] > 0
+
+
+@pytest.mark.skipif(not bart.available(), reason="bart not installed")
+@pytest.mark.parametrize("coils", [1, 3])
+def test_bart_llr_uses_the_right_axes(coils):
+    # a wrong axis order would reconstruct noise: LLR must beat zero filling clearly
+    case = latency.make_case((6, 40, 32, coils), accel=4)
+    truth = latency.make_case((6, 40, 32, coils), accel=1)
+    reference = baselines.zero_filled(truth.kspace, truth.mask, truth.coil_maps)
+    zero_filled = baselines.zero_filled(case.kspace, case.mask, case.coil_maps)
+    recon = latency.bart_llr(case)
+    assert recon.shape == reference.shape
+    assert _correlation(recon, reference) > 0.99 > _correlation(zero_filled, reference)
