@@ -23,7 +23,18 @@ _DIMS = (-2, -1)
 def _checkerboard(
     h: int, w: int, device: torch.device, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The boards applied before and after the transform: ``c`` and ``(-1)^(H/2 + W/2) c``."""
+    """The boards applied before and after the transform: ``c`` and ``(-1)^(H/2 + W/2) c``.
+
+    Built outside inference mode: the cache outlives the call, and an inference tensor
+    cached by one ``reconstruct`` would break autograd in a later training step.
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        return _make_boards(h, w, device, dtype)
+
+
+def _make_boards(
+    h: int, w: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     rows = 1 - 2 * (torch.arange(h, device=device) % 2)
     cols = 1 - 2 * (torch.arange(w, device=device) % 2)
     board = (rows[:, None] * cols[None, :]).to(dtype)

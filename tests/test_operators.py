@@ -122,3 +122,13 @@ def test_centred_fft_matches_the_shift_definition_for_even_and_odd_sizes(shape):
         shifted = torch.fft.ifftshift(x, dim=dims)
         expected = torch.fft.fftshift(transform(shifted, dim=dims, norm="ortho"), dim=dims)
         torch.testing.assert_close(fast(x), expected, rtol=0, atol=1e-12)
+
+
+def test_fft_used_in_inference_mode_still_supports_autograd_afterwards():
+    # Regression: the cached shift boards were once created as inference tensors by a
+    # reconstruction and then broke backward in the next training step (same size).
+    with torch.inference_mode():
+        fft2c(random_complex((2, 6, 10), seed=0))
+    x = random_complex((2, 6, 10), seed=1).requires_grad_()
+    ifft2c(fft2c(x)).abs().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
