@@ -36,6 +36,14 @@ def default_weights_path() -> Path:
     return Path(__file__).resolve().parent / "weights" / "default.safetensors"
 
 
+def ablation_weights_path() -> Path:
+    """The uniform-SVT ablation trained like the default (``cpu_uniform_svt.yaml``).
+
+    Shipped for ``passnet evaluate`` and ``passnet bench``; reconstruction never uses it.
+    """
+    return Path(__file__).resolve().parent / "weights" / "ablation_uniform_svt.safetensors"
+
+
 def save_weights(
     model: PASSNet, path: str | Path, extra_meta: dict[str, Any] | None = None
 ) -> Path:

@@ -32,6 +32,8 @@ def test_missing_bart_and_untrained_ablation_are_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.setattr("passnet_core.bart.available", lambda: False)
+    missing = tmp_path / "none.safetensors"
+    monkeypatch.setattr("training.evaluate.ablation_weights_path", lambda: missing)
     out = tmp_path / "eval"
     methods = "zero-filled,bart-llr,bart-tv,passnet-uniform"
     assert passnet_main(["evaluate", *TINY_ARGS, "--methods", methods, "--out", str(out)]) == 0
@@ -39,7 +41,7 @@ def test_missing_bart_and_untrained_ablation_are_skipped(
     assert "bart-llr: skipped (bart not installed)" in printed
     table = (out / "evaluation.md").read_text()
     assert "| bart-tv | skipped: bart not installed |" in table
-    assert "| passnet-uniform | skipped: not trained" in table
+    assert f"| passnet-uniform | skipped: no weights at {missing}" in table
     raw = json.loads((out / "evaluation.json").read_text())
     assert raw["methods"]["bart-llr"]["psnr"] == {}
     assert len(raw["methods"]["zero-filled"]["psnr"]["radial-8"]) == 1

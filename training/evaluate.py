@@ -28,7 +28,7 @@ from passnet_core import bart, baselines, metrics
 from passnet_core.fft import fft2c
 from passnet_core.inference import reconstruct
 from passnet_core.masks import make_mask, parse_mask_name, seed_from_name
-from passnet_core.weights import default_weights_path, load_weights
+from passnet_core.weights import ablation_weights_path, default_weights_path, load_weights
 from training.data import SyntheticCines
 from training.figures import comparison_figure
 
@@ -107,11 +107,8 @@ def build_methods(
         elif name in BART_ARGS:
             out[name] = _bart_pics(BART_ARGS[name]) if bart.available() else "bart not installed"
         elif name == "passnet-uniform":
-            out[name] = (
-                _passnet(weights_uniform, device)
-                if weights_uniform is not None
-                else "not trained (pass --weights-uniform)"
-            )
+            path = weights_uniform if weights_uniform is not None else ablation_weights_path()
+            out[name] = _passnet(path, device) if path.is_file() else f"no weights at {path}"
         elif name == "passnet":
             path = weights if weights is not None else default_weights_path()
             out[name] = _passnet(path, device) if path.is_file() else f"no weights at {path}"
@@ -244,7 +241,11 @@ def _parse_size(text: str) -> tuple[int, int, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``passnet evaluate``."""
     parser.add_argument("--weights", type=Path, help="PASSNet (PASS) weights; default: shipped")
-    parser.add_argument("--weights-uniform", type=Path, help="weights of the uniform-SVT ablation")
+    parser.add_argument(
+        "--weights-uniform",
+        type=Path,
+        help="uniform-SVT ablation weights; default: shipped ablation",
+    )
     parser.add_argument("--n-cases", type=int, default=4, help="held-out cases (default 4)")
     parser.add_argument("--out", type=Path, default=Path("evaluation"), help="output folder")
     parser.add_argument("--masks", default=",".join(DEFAULT_MASKS), help="comma-separated masks")
