@@ -3,7 +3,8 @@
 Every method reconstructs the same slice in the same run, so ratios are comparable even
 where absolute CPU times are not. The PASSNet time is split into Conv3d, SVD, FFT and the
 rest (data-consistency arithmetic, shrinkage, fusion) with torch.profiler operator self
-time, not wall-clock guesses; "roll/cat" is mostly the fftshift centring around each FFT.
+time, not wall-clock guesses; "roll/cat" is the real/imaginary channel stacking and the
+rolls of odd-sized FFTs (even sizes are centred by modulation, see passnet_core/fft.py).
 """
 
 from __future__ import annotations

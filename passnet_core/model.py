@@ -118,8 +118,44 @@ def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
     return torch.complex(x[:, 0], x[:, 1])
 
 
+_ONEDNN_CONV = getattr(torch.ops.aten, "mkldnn_convolution", None)
+
+
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` that always runs CPU float32 through oneDNN in channels-last layout.
+
+    Why: torch's dispatch heuristic sends batch-1 inputs with ``N*C*T*H <= 20480`` (every
+    2- or 4-channel input conv of a 16-frame cine, any small volume) to a native kernel that
+    is 3-6x slower than oneDNN, and oneDNN itself is 10-30 % faster in channels-last. Over a
+    whole PASSNet forward this saves about a quarter of the CPU time (BENCHMARKS.md); outputs
+    match ``F.conv3d`` to float rounding and autograd works unchanged. Other devices, dtypes
+    and builds without oneDNN take the stock path. Parameters and state-dict keys are those of
+    ``nn.Conv3d``, so weight files do not change.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            _ONEDNN_CONV is None
+            or x.device.type != "cpu"
+            or x.dtype != torch.float32
+            or self.padding_mode != "zeros"
+            or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+        ):
+            return super().forward(x)
+        channels_last = torch.channels_last_3d
+        return _ONEDNN_CONV(
+            x.contiguous(memory_format=channels_last),
+            self.weight.contiguous(memory_format=channels_last),
+            self.bias,
+            self.padding,
+            self.stride,
+            self.dilation,
+            self.groups,
+        )
+
+
 def _conv3d(c_in: int, c_out: int, bias: bool = False) -> nn.Conv3d:
-    return nn.Conv3d(c_in, c_out, kernel_size=3, padding=1, bias=bias)
+    return Conv3d(c_in, c_out, kernel_size=3, padding=1, bias=bias)
 
 
 def _conv2d(c_in: int, c_out: int, bias: bool = False) -> nn.Conv2d:

@@ -12,6 +12,7 @@ from passnet_core.model import (
     AST,
     LSAF,
     PASS,
+    Conv3d,
     PASSNet,
     PASSNetConfig,
     UniformSVT,
@@ -221,3 +222,27 @@ def test_config_validation(kwargs):
 def test_config_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown"):
         PASSNetConfig.from_dict({"n_stages": 2, "depth": 3})
+
+
+@pytest.mark.parametrize(
+    "c_in, c_out, shape",
+    [(2, 16, (1, 5, 12, 10)), (16, 2, (2, 4, 9, 8)), (4, 16, (1, 1, 6, 7))],
+)
+def test_cpu_conv3d_matches_stock_conv_in_values_and_gradients(c_in, c_out, shape):
+    torch.manual_seed(0)
+    conv = Conv3d(c_in, c_out, kernel_size=3, padding=1, bias=True)
+    x = torch.randn(shape[0], c_in, *shape[1:], requires_grad=True)
+    y = conv(x)
+    ref = torch.nn.functional.conv3d(x, conv.weight, conv.bias, padding=1)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    weights = torch.randn_like(ref)
+    got = torch.autograd.grad((y * weights).sum(), (x, conv.weight, conv.bias))
+    want = torch.autograd.grad((ref * weights).sum(), (x, conv.weight, conv.bias))
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+    # float64 (gradcheck) and the stock module's state dict keep working
+    conv64 = Conv3d(c_in, c_out, kernel_size=3, padding=1).double()
+    assert torch.autograd.gradcheck(
+        conv64, torch.randn(1, c_in, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    )
+    assert set(conv.state_dict()) == set(torch.nn.Conv3d(c_in, c_out, 3).state_dict())
