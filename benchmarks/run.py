@@ -69,6 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--no-bart", action="store_true", help="leave BART out")
     parser.add_argument("--quality-cases", type=int, default=2, help="held-out cases")
+    parser.add_argument(
+        "--quality-coils",
+        type=int,
+        default=8,
+        help="coils of the quality cases (default 8, as the shipped weights were trained; "
+        "1 = the paper's single-coil setting)",
+    )
     parser.add_argument("--weights", type=Path, help="PASSNet weights for the quality section")
     parser.add_argument("--weights-uniform", type=Path, help="uniform-SVT weights (quality)")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="Markdown file")
@@ -84,7 +91,7 @@ def _check(args: argparse.Namespace) -> tuple[list[latency.Size], list[str]]:
         sizes = parse_sizes(args.sizes)
     else:
         sizes = list(latency.QUICK_SIZES if args.quick else latency.DEFAULT_SIZES)
-    for name in ("repeats", "stages", "streaming_stages", "quality_cases"):
+    for name in ("repeats", "stages", "streaming_stages", "quality_cases", "quality_coils"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if args.threads is not None and args.threads < 1:
@@ -146,7 +153,10 @@ def _quality(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str, 
         from training import evaluate
     except ImportError as exc:  # training.evaluate is an optional part of the install
         return "Quality", f"skipped: training.evaluate unavailable ({exc})\n", "cpu"
-    size, coils, masks = ((4, 32, 32), 1, ["vds-8"]) if args.quick else ((16, 128, 128), 1, None)
+    if args.quick:
+        size, coils, masks = (4, 32, 32), 1, ["vds-8"]
+    else:
+        size, coils, masks = (16, 128, 128), args.quality_coils, None
     masks = masks or list(evaluate.DEFAULT_MASKS)
     methods = [m for m in QUALITY_METHODS if not (args.no_bart and m.startswith("bart"))]
     built = evaluate.build_methods(methods, args.weights, args.weights_uniform, "cpu")

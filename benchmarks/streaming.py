@@ -55,7 +55,8 @@ def simulate_file(folder: Path, shape: tuple[int, int, int, int], seed: int = 0)
 
 
 def _timed(items: Iterable, marks: dict[str, float]) -> Iterator:
-    """Pass ``items`` through, noting when the last one has been taken."""
+    """Pass ``items`` through, noting when the first is asked for and the last taken."""
+    marks["first"] = time.perf_counter()
     yield from items
     marks["sent"] = time.perf_counter()
 
@@ -126,7 +127,8 @@ def _client_process(address: tuple[str, int], raw_path: str, replies) -> None:
     )
     done = time.perf_counter()
     error = result.error or (None if result.images else f"no images: {result.texts}")
-    replies.put((len(raw), marks.get("sent", done) - start, done - start, error))
+    streaming = marks.get("sent", done) - marks.get("first", start)
+    replies.put((len(raw), streaming, done - start, error))
 
 
 def _reply(replies, client, timeout: float = 900.0) -> tuple:
@@ -154,9 +156,10 @@ def serve_rate(raw_path: Path, weights: Path) -> tuple[float, float]:
 
     The client runs in its own process, as the real (C++) client does, so it does not
     compete with the server for the interpreter lock. The rate is acquisitions over the time
-    until the client has written the last one: the server consumes them as they arrive and
-    the socket buffers hold only a small part of the stream, so this is the server's ingest
-    rate (protocol parsing included).
+    from the first acquisition to the last one written (connection, config and header
+    exchange excluded; they are fixed costs per session, in the session time): the server
+    consumes them as they arrive and the socket buffers hold only a small part of the
+    stream, so this is the server's ingest rate, protocol parsing included.
     """
     import multiprocessing
 
