@@ -76,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="coils of the quality cases (default 8, as the shipped weights were trained; "
         "1 = the paper's single-coil setting)",
     )
+    parser.add_argument(
+        "--quality-from",
+        type=Path,
+        help="quality section: quote this evaluation.md of `passnet evaluate` (with its own "
+        "command and machine) instead of computing a smaller table",
+    )
     parser.add_argument("--weights", type=Path, help="PASSNet weights for the quality section")
     parser.add_argument("--weights-uniform", type=Path, help="uniform-SVT weights (quality)")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="Markdown file")
@@ -96,7 +102,11 @@ def _check(args: argparse.Namespace) -> tuple[list[latency.Size], list[str]]:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if args.threads is not None and args.threads < 1:
         raise ValueError("--threads must be at least 1")
-    for flag, path in (("--weights", args.weights), ("--weights-uniform", args.weights_uniform)):
+    for flag, path in (
+        ("--weights", args.weights),
+        ("--weights-uniform", args.weights_uniform),
+        ("--quality-from", args.quality_from),
+    ):
         if path is not None and not path.is_file():
             raise ValueError(f"{flag} {path}: no such file")
     return sizes, sections
@@ -149,6 +159,10 @@ def _streaming(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str
 
 
 def _quality(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str, str, str]:
+    title = "Quality on held-out synthetic cines"
+    if args.quality_from is not None:
+        quoted = args.quality_from.read_text()
+        return title, f"Quoted from `{args.quality_from}`:\n\n" + _demote(quoted), "cpu"
     try:
         from training import evaluate
     except ImportError as exc:  # training.evaluate is an optional part of the install
@@ -163,8 +177,12 @@ def _quality(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str, 
     with tempfile.TemporaryDirectory(prefix="passnet_bench_quality_") as tmp:
         results = evaluate.evaluate(built, masks, args.quality_cases, size, coils, Path(tmp))
     table = evaluate.markdown_table(results, masks, args.quality_cases, size, coils)
-    # evaluate's table starts with its own '# ' title: demote it under this section
-    return "Quality on held-out synthetic cines", table.replace("# ", "### ", 1), "cpu"
+    return title, _demote(table), "cpu"
+
+
+def _demote(table: str) -> str:
+    """evaluate's table starts with its own '# ' title: put it under this section."""
+    return table.replace("# ", "### ", 1)
 
 
 _SECTION_RUNNERS = {

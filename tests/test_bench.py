@@ -36,8 +36,20 @@ def test_quick_bench_writes_every_section(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["B.md"]
 
 
+def test_quality_section_can_quote_an_evaluation(tmp_path):
+    evaluation = tmp_path / "evaluation.md"
+    evaluation.write_text("# PASSNet evaluation: 2 cases\n\n| method | vds-8 |\n| zf | 20 |\n")
+    out = tmp_path / "B.md"
+    args = ["bench", "--sections", "quality", "--quality-from", str(evaluation)]
+    assert main([*args, "--out", str(out)]) == 0
+    text = out.read_text()
+    assert f"Quoted from `{evaluation}`" in text
+    assert "### PASSNet evaluation: 2 cases" in text and "| zf | 20 |" in text
+
+
 def test_bad_arguments_fail_before_any_work(tmp_path):
     out = tmp_path / "B.md"
+    assert main(["bench", "--quality-from", str(tmp_path / "none.md"), "--out", str(out)]) == 2
     assert main(["bench", "--sizes", "16x128x128", "--out", str(out)]) == 2
     assert main(["bench", "--sections", "latency,speed", "--out", str(out)]) == 2
     assert main(["bench", "--repeats", "0", "--out", str(out)]) == 2

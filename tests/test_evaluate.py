@@ -18,6 +18,7 @@ def test_tiny_evaluation_writes_table_and_figure(tmp_path: Path, weights_file: P
     assert passnet_main([*args, "--weights", str(weights_file), "--out", str(out)]) == 0
     table = (out / "evaluation.md").read_text()
     assert "| zero-filled |" in table and "| passnet |" in table and "radial-8" in table
+    assert "- command: `" in table and "- machine: CPU" in table and "8 coils" in table
     raw = json.loads((out / "evaluation.json").read_text())
     for method in ("zero-filled", "passnet"):
         scores = raw["methods"][method]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import socket
 import struct
+import threading
 import time
 
 import ismrmrd
@@ -200,6 +201,26 @@ def test_socket_stream_reports_peer_closing_mid_message():
         stream = protocol.SocketStream(left, timeout=5)
         with pytest.raises(protocol.TruncatedStreamError, match="after 8 of 100 expected bytes"):
             protocol.read_message(stream)
+
+
+def test_socket_stream_buffering_returns_exact_bytes_across_refills():
+    # small reads served from the buffer, reads larger than the buffer, reads that span a
+    # refill, and a huge one that makes the buffer grow and later shrink back
+    sizes = [2, 340, 1, 70_000, 3, protocol.RECV_BYTES + 5, 7, 5 * protocol.RECV_BYTES, 2, 11]
+    rng = np.random.default_rng(0)
+    chunks = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in sizes]
+    left, right = socket.socketpair()
+    with left, right:
+        sender = threading.Thread(target=right.sendall, args=(b"".join(chunks),))
+        sender.start()
+        stream = protocol.SocketStream(left, timeout=10)
+        received = [stream.read(n) for n in sizes]
+        sender.join()
+        assert received == chunks and all(isinstance(r, bytes) for r in received)
+        assert len(stream._buffer) <= 4 * protocol.RECV_BYTES  # shrunk back after the big read
+        right.close()
+        with pytest.raises(protocol.TruncatedStreamError, match="after 0 of 1 expected"):
+            stream.read(1)
 
 
 def test_socket_stream_refuses_absurd_lengths_and_closes_once():

@@ -251,8 +251,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--masks", default=",".join(DEFAULT_MASKS), help="comma-separated masks")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
     parser.add_argument("--size", default="16,128,128", help="T,H,W of the cases")
-    parser.add_argument("--coils", type=int, default=1, help="1 = single-coil (default)")
+    parser.add_argument(
+        "--coils",
+        type=int,
+        default=8,
+        help="coils per case (default 8, as the shipped weights were trained; 1 = single-coil, "
+        "the paper's setting)",
+    )
     parser.add_argument("--device", default="auto", help="device for PASSNet")
+
+
+def _provenance() -> str:
+    """Command, machine and date, so the table can be quoted (e.g. by ``passnet bench``)."""
+    import datetime
+
+    from benchmarks.report import command_line, machine_description
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"\n- command: `{command_line()}`\n- machine: {machine_description()}\n- date: {stamp}\n"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -283,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(methods, masks, args.n_cases, size, args.coils, out_dir)
     table = markdown_table(results, masks, args.n_cases, size, args.coils)
     print(table)
-    (out_dir / "evaluation.md").write_text(table)
+    (out_dir / "evaluation.md").write_text(table + _provenance())
     raw = {
         "n_cases": args.n_cases,
         "size": list(size),
