@@ -157,9 +157,10 @@ def serve_rate(raw_path: Path, weights: Path) -> tuple[float, float]:
     The client runs in its own process, as the real (C++) client does, so it does not
     compete with the server for the interpreter lock. The rate is acquisitions over the time
     from the first acquisition to the last one written (connection, config and header
-    exchange excluded; they are fixed costs per session, in the session time): the server
-    consumes them as they arrive and the socket buffers hold only a small part of the
-    stream, so this is the server's ingest rate, protocol parsing included.
+    messages excluded; they are in the session time). The socket buffers hold only a small
+    part of the stream, so the client soon waits for the server: this is the server's ingest
+    rate with protocol parsing, plus the header parsing and chain setup the server does
+    before its first read, which a short stream does not amortise.
     """
     import multiprocessing
 
