@@ -40,16 +40,19 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def append_section(path: Path, title: str, body: str, device: torch.device | str = "cpu") -> None:
-    """Append a dated section (command, machine, body) to a Markdown file."""
+def provenance(device: torch.device | str = "cpu") -> str:
+    """Markdown list lines naming the date, the command and the machine of a measurement."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = (
-        f"\n## {title}\n\n"
+    return (
         f"- date: {stamp}\n"
         f"- command: `{command_line()}`\n"
-        f"- machine: {machine_description(device)}\n\n"
-        f"{body.rstrip()}\n"
+        f"- machine: {machine_description(device)}\n"
     )
+
+
+def append_section(path: Path, title: str, body: str, device: torch.device | str = "cpu") -> None:
+    """Append a dated section (command, machine, body) to a Markdown file."""
+    text = f"\n## {title}\n\n{provenance(device)}\n{body.rstrip()}\n"
     path = Path(path)
     if not path.exists():
         path.write_text(

@@ -31,9 +31,12 @@ class WeightsError(ValueError):
     """A weights file is missing, unreadable, or does not describe a valid PASSNet."""
 
 
+_SHIPPED = Path(__file__).resolve().parent / "weights"  # weight files inside the package
+
+
 def default_weights_path() -> Path:
     """The weights shipped with the package: ``passnet_core/weights/default.safetensors``."""
-    return Path(__file__).resolve().parent / "weights" / "default.safetensors"
+    return _SHIPPED / "default.safetensors"
 
 
 def ablation_weights_path() -> Path:
@@ -41,7 +44,7 @@ def ablation_weights_path() -> Path:
 
     Shipped for ``passnet evaluate`` and ``passnet bench``; reconstruction never uses it.
     """
-    return Path(__file__).resolve().parent / "weights" / "ablation_uniform_svt.safetensors"
+    return _SHIPPED / "ablation_uniform_svt.safetensors"
 
 
 def save_weights(

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.report import provenance
 from passnet_core import bart, baselines, metrics
 from passnet_core.fft import fft2c
 from passnet_core.inference import reconstruct
@@ -94,6 +95,12 @@ def _passnet(path: Path, device: str) -> Recon:
     return run
 
 
+def _passnet_or_reason(given: Path | None, shipped: Path, device: str) -> Recon | str:
+    """PASSNet with ``given`` weights, else the ``shipped`` ones; why not, if neither exists."""
+    path = given if given is not None else shipped
+    return _passnet(path, device) if path.is_file() else f"no weights at {path}"
+
+
 def build_methods(
     names: Sequence[str], weights: Path | None, weights_uniform: Path | None, device: str
 ) -> dict[str, Recon | str]:
@@ -107,11 +114,9 @@ def build_methods(
         elif name in BART_ARGS:
             out[name] = _bart_pics(BART_ARGS[name]) if bart.available() else "bart not installed"
         elif name == "passnet-uniform":
-            path = weights_uniform if weights_uniform is not None else ablation_weights_path()
-            out[name] = _passnet(path, device) if path.is_file() else f"no weights at {path}"
+            out[name] = _passnet_or_reason(weights_uniform, ablation_weights_path(), device)
         elif name == "passnet":
-            path = weights if weights is not None else default_weights_path()
-            out[name] = _passnet(path, device) if path.is_file() else f"no weights at {path}"
+            out[name] = _passnet_or_reason(weights, default_weights_path(), device)
     return out
 
 
@@ -261,16 +266,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="device for PASSNet")
 
 
-def _provenance() -> str:
-    """Command, machine and date, so the table can be quoted (e.g. by ``passnet bench``)."""
-    import datetime
-
-    from benchmarks.report import command_line, machine_description
-
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"\n- command: `{command_line()}`\n- machine: {machine_description()}\n- date: {stamp}\n"
-
-
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``passnet evaluate``."""
     try:
@@ -299,7 +294,8 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(methods, masks, args.n_cases, size, args.coils, out_dir)
     table = markdown_table(results, masks, args.n_cases, size, args.coils)
     print(table)
-    (out_dir / "evaluation.md").write_text(table + _provenance())
+    # command and machine under the table, so it can be quoted (``passnet bench --quality-from``)
+    (out_dir / "evaluation.md").write_text(f"{table}\n{provenance()}")
     raw = {
         "n_cases": args.n_cases,
         "size": list(size),
