@@ -19,6 +19,13 @@ Rules, in the order a line meets them:
 * a slice is complete on ``ACQ_LAST_IN_SLICE`` in its last frame (by the header limits) or on
   ``ACQ_LAST_IN_MEASUREMENT``; :meth:`AcquisitionBuffer.flush` completes the rest.
 
+Memory is bounded before anything is allocated: a line that arrives again for the same frame,
+row and kind replaces the earlier one; a slice whose grid ``C*T*H*W`` would exceed
+``max_matrix_elements`` (checked on every line, so a large frame index cannot grow it later) or
+that collects more than ``max_lines_per_slice`` distinct lines fails with the reason and its
+lines are released; all pending slices together hold at most ``2 * max_matrix_elements``
+samples; noise scans are folded into a ``C x C`` sum as they arrive.
+
 Readout oversampling is removed per slice in one FFT: the encoded readout (``enc_x``) is
 transformed to image space, the central ``recon_x`` columns kept and transformed back.
 """
@@ -47,6 +54,9 @@ SKIPPED_FLAGS = {
     29: "surface coil correction",
 }
 FRAME_DIMENSIONS = ("phase", "repetition", "auto")
+# Defaults of the buffering limits (ChainParams and the server use the same values).
+DEFAULT_MAX_MATRIX_ELEMENTS = 64 * 1024 * 1024
+DEFAULT_MAX_LINES_PER_SLICE = 128 * 1024
 
 
 def flag_set(flags: int, bit: int) -> bool:
@@ -236,9 +246,11 @@ class SliceFailure:
 class _SliceBuffer:
     channels: int | None = None
     samples: int | None = None
-    lines: list = field(default_factory=list)  # (frame, row, offset, data, for_image)
+    # (frame, row, for_image) -> (frame, row, offset, data, for_image); a repeat replaces
+    lines: dict = field(default_factory=dict)
     references: dict = field(default_factory=dict)  # frame -> (distance to centre, header)
     error: str | None = None
+    elements: int = 0  # samples held in ``lines``
 
 
 class AcquisitionBuffer:
@@ -252,12 +264,29 @@ class AcquisitionBuffer:
         ``"phase"``, ``"repetition"`` or ``"auto"``.
     max_matrix_elements
         Refuse a slice whose ``C*T*H*W`` (encoded readout) exceeds this, before allocating.
+    max_lines_per_slice
+        Refuse a slice that collects more distinct lines than this.
     """
 
-    def __init__(self, header, frame_dimension: str = "auto", max_matrix_elements: int = 1 << 26):
+    def __init__(
+        self,
+        header,
+        frame_dimension: str = "auto",
+        max_matrix_elements: int = DEFAULT_MAX_MATRIX_ELEMENTS,
+        max_lines_per_slice: int = DEFAULT_MAX_LINES_PER_SLICE,
+    ):
+        if max_matrix_elements <= 0 or max_lines_per_slice <= 0:
+            raise ValueError("max_matrix_elements and max_lines_per_slice must be positive")
         self.geometry = geometry_from_header(header, frame_dimension)
         self.max_matrix_elements = int(max_matrix_elements)
-        self.noise: list[np.ndarray] = []
+        self.max_lines_per_slice = int(max_lines_per_slice)
+        # every pending slice together: a stream cannot spread unbounded data over many slices
+        self.max_buffered_elements = 2 * self.max_matrix_elements
+        self.buffered_elements = 0
+        self.noise_scans = 0
+        self._noise_sum: np.ndarray | None = None  # sum of d d^H over noise samples
+        self._noise_samples = 0
+        self._noise_error: str | None = None
         self.whitening: np.ndarray | None = None
         self.skipped: dict[str, int] = {}
         self._slices: dict[int, _SliceBuffer] = {}
@@ -275,8 +304,7 @@ class AcquisitionBuffer:
         """Add one line given its ``ismrmrd.AcquisitionHeader`` and ``(C, S)`` samples."""
         flags = int(head.flags)
         if flag_set(flags, ACQ_IS_NOISE_MEASUREMENT):
-            self.noise.append(np.asarray(data))
-            self.whitening = None
+            self._add_noise(np.asarray(data))
             return []
         for bit, name in SKIPPED_FLAGS.items():
             if flag_set(flags, bit):
@@ -288,7 +316,9 @@ class AcquisitionBuffer:
         if buf.error is None:
             buf.error = self._check_line(head, data, buf)
         if buf.error is None:
-            self._store(head, data, buf, flags)
+            buf.error = self._store(head, data, buf, flags)
+        if buf.error is not None and buf.lines:  # a failed slice holds no data
+            self._release(buf)
         frame = int(getattr(head.idx, geo.frame_dimension))
         last_frame = geo.n_frames is None or frame >= geo.n_frames - 1
         if flag_set(flags, ACQ_LAST_IN_MEASUREMENT):
@@ -303,16 +333,18 @@ class AcquisitionBuffer:
         where = f"slice {int(head.idx.slice)}, line e1={int(head.idx.kspace_encode_step_1)}"
         if data.shape != (channels, samples):
             return f"{where}: data shape {data.shape} != header ({channels}, {samples})"
+        # every line: a large frame index grows the grid as much as a large header does
+        frame = int(getattr(head.idx, geo.frame_dimension))
+        frames = max(geo.n_frames or 1, frame + 1)
+        elements = channels * frames * geo.enc_y * max(geo.enc_x, samples)
+        if elements > self.max_matrix_elements:
+            return (
+                f"{where}: matrix {channels}x{frames}x{geo.enc_y}x{max(geo.enc_x, samples)} = "
+                f"{elements} elements exceeds max_matrix_elements={self.max_matrix_elements}"
+            )
         if buf.channels is None:
             if geo.channels is not None and channels != geo.channels:
                 log.warning("%s: %d channels, header says %d", where, channels, geo.channels)
-            frames = geo.n_frames or 1
-            elements = channels * frames * geo.enc_y * max(geo.enc_x, samples)
-            if elements > self.max_matrix_elements:
-                return (
-                    f"{where}: matrix {channels}x{frames}x{geo.enc_y}x{geo.enc_x} = {elements} "
-                    f"elements exceeds max_matrix_elements={self.max_matrix_elements}"
-                )
             buf.channels, buf.samples = channels, samples
         elif channels != buf.channels:
             return f"{where}: {channels} coils, earlier lines of this slice had {buf.channels}"
@@ -327,7 +359,8 @@ class AcquisitionBuffer:
             return f"{where}: NaN or inf samples"
         return None
 
-    def _store(self, head, data: np.ndarray, buf: _SliceBuffer, flags: int) -> None:
+    def _store(self, head, data: np.ndarray, buf: _SliceBuffer, flags: int) -> str | None:
+        """Keep one checked line; returns the reason when a limit refuses it."""
         geo = self.geometry
         frame = int(getattr(head.idx, geo.frame_dimension))
         e1 = int(head.idx.kspace_encode_step_1)
@@ -337,24 +370,81 @@ class AcquisitionBuffer:
         calib_only = flag_set(flags, ACQ_IS_PARALLEL_CALIBRATION) and not flag_set(
             flags, ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING
         )
-        buf.lines.append((frame, row, offset, np.asarray(data, np.complex64), not calib_only))
+        key = (frame, row, not calib_only)
+        earlier = buf.lines.get(key)
+        added = data.size - (earlier[3].size if earlier is not None else 0)
+        where = f"slice {int(head.idx.slice)}"
+        if earlier is None and len(buf.lines) >= self.max_lines_per_slice:
+            return (
+                f"{where}: more than max_lines_per_slice={self.max_lines_per_slice} distinct "
+                "lines without the slice ending"
+            )
+        if self.buffered_elements + added > self.max_buffered_elements:
+            return (
+                f"{where}: pending slices would hold more than {self.max_buffered_elements} "
+                "samples (2 x max_matrix_elements) without a slice ending"
+            )
+        buf.lines[key] = (frame, row, offset, np.asarray(data, np.complex64), not calib_only)
+        buf.elements += added
+        self.buffered_elements += added
         distance = abs(e1 - geo.centre_e1) + (geo.enc_y if calib_only else 0)
         best = buf.references.get(frame)
         if best is None or distance < best[0]:
             buf.references[frame] = (distance, _copy_header(head))
+        return None
+
+    def _release(self, buf: _SliceBuffer) -> None:
+        self.buffered_elements -= buf.elements
+        buf.elements = 0
+        buf.lines.clear()
+        buf.references.clear()
+
+    def _add_noise(self, data: np.ndarray) -> None:
+        """Fold one noise scan ``(C, S)`` into the covariance sum (memory ``C x C``)."""
+        self.noise_scans += 1
+        self.whitening = None
+        if self._noise_error is not None:
+            return
+        if data.ndim != 2 or not np.isfinite(data).all():
+            self._noise_error = f"noise scan {self.noise_scans} is not finite (C, S) samples"
+            return
+        d = data.astype(np.complex128)
+        if self._noise_sum is not None and self._noise_sum.shape[0] != d.shape[0]:
+            self._noise_error = (
+                f"noise scans with {d.shape[0]} and {self._noise_sum.shape[0]} coils"
+            )
+            return
+        gram = d @ d.conj().T
+        self._noise_sum = gram if self._noise_sum is None else self._noise_sum + gram
+        self._noise_samples += d.shape[1]
+
+    @property
+    def has_noise(self) -> bool:
+        """True when noise scans arrived (even if they turned out unusable)."""
+        return self.noise_scans > 0
 
     def _whitening(self) -> np.ndarray | None:
         try:
-            return prewhitening_matrix(noise_covariance(self.noise))
+            if self._noise_error is not None:
+                raise ValueError(self._noise_error)
+            if self._noise_sum is None:
+                raise ValueError("no noise scans to estimate a noise covariance from")
+            covariance = self._noise_sum / max(self._noise_samples - 1, 1)
+            return prewhitening_matrix(covariance)
         except ValueError as exc:
             log.warning("noise prewhitening disabled: %s", exc)
-            self.noise = []
+            self._noise_error = str(exc)
             return None
 
     # -- completion ----------------------------------------------------------------------
     def flush(self) -> list[SliceData | SliceFailure]:
         """Complete every buffered slice (end of stream)."""
-        return [self._finish(s) for s in sorted(self._slices)]
+        return list(self.iter_flush())
+
+    def iter_flush(self):
+        """Complete the buffered slices one at a time (only one assembled slice in memory)."""
+        while self._slices:
+            yield self._finish(min(self._slices))
 
     def pending_slices(self) -> list[int]:
         """Slice indices with buffered data."""
@@ -368,12 +458,19 @@ class AcquisitionBuffer:
             return self._assemble(slice_index, buf)
         except ValueError as exc:
             return SliceFailure(slice_index, str(exc))
+        except MemoryError:
+            return SliceFailure(slice_index, "not enough memory to assemble the slice")
+        except Exception as exc:  # one slice's failure of any kind stays with that slice
+            return SliceFailure(slice_index, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._release(buf)
 
     def _assemble(self, slice_index: int, buf: _SliceBuffer) -> SliceData:
         geo = self.geometry
         if not buf.lines:
             raise ValueError(f"slice {slice_index}: no imaging data")
-        image_frames = [ln[0] for ln in buf.lines if ln[4]]
+        stored = list(buf.lines.values())
+        image_frames = [ln[0] for ln in stored if ln[4]]
         if not image_frames:
             raise ValueError(f"slice {slice_index}: only calibration lines, no imaging data")
         n_frames = max(max(image_frames) + 1, geo.n_frames or 1)
@@ -385,13 +482,13 @@ class AcquisitionBuffer:
         # All work is done on the stack of lines (C, N, enc_x), much smaller than the
         # (C, T, H, enc_x) grid at any acceleration and laid out so that whitening, the
         # readout FFTs and the final placement all run on contiguous memory.
-        n = len(buf.lines)
-        frames = np.fromiter((ln[0] for ln in buf.lines), np.intp, n)
-        rows = np.fromiter((ln[1] for ln in buf.lines), np.intp, n)
-        for_image = np.fromiter((ln[4] for ln in buf.lines), bool, n)
+        n = len(stored)
+        frames = np.fromiter((ln[0] for ln in stored), np.intp, n)
+        rows = np.fromiter((ln[1] for ln in stored), np.intp, n)
+        for_image = np.fromiter((ln[4] for ln in stored), bool, n)
         lines = np.zeros((c, n, w), np.complex64)
         line_sampled = np.zeros((n, w), bool)
-        for i, (_, _, offset, data, _) in enumerate(buf.lines):
+        for i, (_, _, offset, data, _) in enumerate(stored):
             lines[:, i, offset : offset + data.shape[1]] = data
             line_sampled[i, offset : offset + data.shape[1]] = True
         calib_sum = np.zeros((h, c, w), np.complex64)
@@ -404,7 +501,7 @@ class AcquisitionBuffer:
                 "acquired; coil maps cannot be estimated"
             )
         calibration = calib_sum.transpose(1, 0, 2) / np.maximum(calib_count, 1)
-        if self.noise and self.whitening is None:
+        if self.has_noise and self.whitening is None and self._noise_error is None:
             self.whitening = self._whitening()
         if self.whitening is not None and self.whitening.shape[0] == c:
             # one 2-D matrix product per slice (a per-line product runs one threaded BLAS

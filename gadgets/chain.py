@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from typing import Any
 import ismrmrd
 
 from gadgets.assembly import (
+    DEFAULT_MAX_LINES_PER_SLICE,
+    DEFAULT_MAX_MATRIX_ELEMENTS,
     FRAME_DIMENSIONS,
     AcquisitionBuffer,
     SliceData,
@@ -35,7 +38,8 @@ class ChainParams:
     """Settings of the chain (the gadget's ``<configuration>`` properties).
 
     ``scale=None`` means automatic: each slice's largest magnitude becomes 4095 (float32
-    images). ``max_matrix_elements`` bounds ``C*T*H*W`` of one slice before allocating.
+    images). ``max_matrix_elements`` bounds ``C*T*H*W`` of one slice before allocating,
+    ``max_lines_per_slice`` the distinct lines one slice may buffer before it ends.
     """
 
     weights: str | None = None
@@ -43,7 +47,8 @@ class ChainParams:
     frame_dimension: str = "auto"
     output: str = "magnitude"
     scale: float | None = None
-    max_matrix_elements: int = 64 * 1024 * 1024
+    max_matrix_elements: int = DEFAULT_MAX_MATRIX_ELEMENTS
+    max_lines_per_slice: int = DEFAULT_MAX_LINES_PER_SLICE
     image_series_index: int = 1
     coil_map_method: str = "espirit"
     fallback: str = "zero_filled"
@@ -58,8 +63,9 @@ class ChainParams:
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.max_matrix_elements <= 0:
-            raise ValueError("max_matrix_elements must be positive")
+        for name in ("max_matrix_elements", "max_lines_per_slice"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
         if self.scale is not None and not self.scale > 0:
             raise ValueError(f"scale must be positive, got {self.scale}")
 
@@ -142,8 +148,15 @@ class ChainReport:
 
 
 class _Chain:
-    def __init__(self, header, send: Callable[[object], None], params: ChainParams):
+    def __init__(
+        self,
+        header,
+        send: Callable[[object], None],
+        params: ChainParams,
+        cancel: threading.Event | None = None,
+    ):
         self.header, self.send, self.params = header, send, params
+        self.cancel = cancel
         self.report = ChainReport()
         self.engine = ReconEngine(params.weights, params.device, params.fallback)
         self.next_image_index = 1
@@ -154,9 +167,12 @@ class _Chain:
         if self._buffer is None and self._buffer_error is None:
             try:
                 self._buffer = AcquisitionBuffer(
-                    self.header, self.params.frame_dimension, self.params.max_matrix_elements
+                    self.header,
+                    self.params.frame_dimension,
+                    self.params.max_matrix_elements,
+                    self.params.max_lines_per_slice,
                 )
-            except (ValueError, AttributeError, TypeError, IndexError) as exc:
+            except Exception as exc:  # any header problem: every acquisition is refused
                 self._buffer_error = f"cannot use the ISMRMRD header: {exc}"
                 self.error(self._buffer_error)
         return self._buffer
@@ -173,16 +189,16 @@ class _Chain:
                 return
             try:
                 slices = buffer.add(item)
-            except (ValueError, AttributeError, TypeError, IndexError) as exc:
-                self.error(f"acquisition {self.report.acquisitions - 1} rejected: {exc}")
+            except Exception as exc:  # MemoryError included: this line only, not the stream
+                self.error(f"acquisition {self.report.acquisitions - 1} rejected: {_why(exc)}")
                 return
             self.finish(slices)
         elif _is_recon_data(item):
             try:
                 slices = slices_from_recon_data(item, self.header)
-            except (ValueError, AttributeError, TypeError, IndexError) as exc:
+            except Exception as exc:
                 self.report.slices_failed += 1
-                self.error(f"cannot read ReconData: {exc}")
+                self.error(f"cannot read ReconData: {_why(exc)}")
                 return
             self.finish(slices)
         else:
@@ -190,10 +206,30 @@ class _Chain:
 
     def flush(self) -> None:
         if self._buffer is not None:
-            self.finish(self._buffer.flush())
+            for item in self._buffer.iter_flush():  # one assembled slice in memory at a time
+                self.finish([item])
+
+    def no_images_reason(self) -> str:
+        """Why a stream that produced no error produced no image either."""
+        n = self.report.acquisitions
+        if n == 0:
+            return "no images: the stream had no acquisitions"
+        buffer = self._buffer
+        parts = []
+        if buffer is not None and buffer.noise_scans:
+            parts.append(f"{buffer.noise_scans} noise scans")
+        if buffer is not None:
+            parts += [f"{count} {name} lines" for name, count in sorted(buffer.skipped.items())]
+        what = ", ".join(parts) if parts else "nothing to reconstruct"
+        return f"no images: the stream's {n} acquisitions held no imaging data ({what})"
 
     def finish(self, slices: list[SliceData | SliceFailure]) -> None:
         for item in slices:
+            if self.cancel is not None and self.cancel.is_set():
+                index = getattr(item, "slice_index", -1)
+                self.report.slices_failed += 1
+                self.error(f"slice {index} not reconstructed: the server is shutting down")
+                continue
             if isinstance(item, SliceFailure):
                 self.report.slices_failed += 1
                 self.error(f"slice {item.slice_index} failed: {item.message}")
@@ -209,7 +245,7 @@ class _Chain:
                 )
             except Exception as exc:  # any failure of one slice must not stop the others
                 self.report.slices_failed += 1
-                self.error(f"slice {item.slice_index} failed: {type(exc).__name__}: {exc}")
+                self.error(f"slice {item.slice_index} failed: {_why(exc)}")
                 continue
             if self.engine.load_error and self.engine.load_error not in self.report.errors:
                 self.report.errors.append(self.engine.load_error)  # logged by the engine
@@ -219,6 +255,12 @@ class _Chain:
                 self.send(image)
             self.report.images_sent += len(images)
             self.report.slices_done += 1
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "not enough memory (MemoryError)"
+    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
 
 
 def _is_recon_data(item) -> bool:
@@ -234,6 +276,7 @@ def run_chain(
     items: Iterable,
     send: Callable[[object], None],
     params: ChainParams,
+    cancel: threading.Event | None = None,
 ) -> ChainReport:
     """Reconstruct a stream of items and send the images.
 
@@ -248,16 +291,19 @@ def run_chain(
         Called with each ``ismrmrd.Image`` (one per frame) as soon as its slice is done.
     params
         Chain settings.
+    cancel
+        When set, stop reading and fail the slices not yet reconstructed (server shutdown).
 
     Returns
     -------
     ChainReport
         Exceptions raised by the iterator (truncated stream, timeouts) are recorded in
-        ``errors``; the slices buffered so far are reconstructed before returning.
+        ``errors``; the slices buffered so far are reconstructed before returning. A stream
+        that yields no image and no error gets a "no images: ..." entry saying why.
     """
-    chain = _Chain(header, send, params)
+    chain = _Chain(header, send, params, cancel)
     iterator = iter(items)
-    while True:
+    while cancel is None or not cancel.is_set():
         try:
             item = next(iterator)
         except StopIteration:
@@ -268,6 +314,8 @@ def run_chain(
         chain.handle(item)
     chain.flush()
     report = chain.report
+    if report.images_sent == 0 and not report.errors:
+        chain.error(chain.no_images_reason())
     if chain._buffer is not None and chain._buffer.skipped:
         log.info("skipped non-imaging lines: %s", chain._buffer.skipped)
     log.info(

@@ -24,10 +24,13 @@ header (3), items, close (4). A second binding (MRD v2) would sit beside this mo
 
 from __future__ import annotations
 
+import ctypes
 import io
+import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -50,8 +53,10 @@ MESSAGE_RECON_DATA = constants.GADGET_MESSAGE_RECON_DATA
 MESSAGE_WAVEFORM = constants.GADGET_MESSAGE_ISMRMRD_WAVEFORM
 
 CONFIG_FILE_NAME_BYTES = 1024
-# Largest single read we accept: a corrupt length field must not make us allocate gigabytes.
-DEFAULT_MAX_READ_BYTES = 512 * 1024 * 1024
+# Largest message we accept by default: a corrupt length field must not make us read (and
+# hold) gigabytes. The server passes its own, smaller limit.
+DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+DEFAULT_MAX_READ_BYTES = DEFAULT_MAX_MESSAGE_BYTES  # the former name
 # Bytes asked of one recv(): many small messages per system call, little memory held.
 RECV_BYTES = 256 * 1024
 
@@ -106,12 +111,24 @@ class Message:
         return MESSAGE_NAMES.get(self.id, f"message {self.id}")
 
 
-class SocketStream:
-    """Exact-size buffered reads and writes over a socket, with a read timeout.
+class MessageTooLargeError(ProtocolError):
+    """A message is larger than the receiving side accepts."""
 
-    A read that waits longer than ``timeout`` seconds raises ``TimeoutError``; a peer that
-    closes mid-message raises :class:`TruncatedStreamError` (``recv`` returning ``b""`` is
-    end-of-stream, which ``gadgetron`` 1.4.1's own wrapper would loop on forever).
+
+class SocketStream:
+    """Exact-size buffered reads and writes over a socket, with per-message limits.
+
+    Limits apply to a whole message: :func:`read_message` calls :meth:`begin_message`, after
+    which every read of that message shares one deadline (``timeout`` seconds from the start,
+    waiting for the message included) and one byte budget (``max_message_bytes``). A peer
+    trickling one byte at a time therefore cannot hold the stream longer than ``timeout`` per
+    message. Reads made outside :func:`read_message` get a fresh deadline each.
+
+    Memory is only held for bytes that have arrived: the receive buffer grows with the data,
+    never to a length the peer merely declared.
+
+    A peer that closes mid-message raises :class:`TruncatedStreamError` (``recv`` returning
+    ``b""`` is end-of-stream, which ``gadgetron`` 1.4.1's own wrapper would loop on forever).
     :meth:`close` sends a close message once and is idempotent, so it can also replace the
     socket wrapper of a ``gadgetron.external.Connection``.
 
@@ -120,69 +137,140 @@ class SocketStream:
     sock
         A connected stream socket.
     timeout
-        Seconds a single read or write may wait; ``None`` waits forever.
+        Seconds one whole message may take; ``None`` waits forever.
+    max_message_bytes
+        Refuse messages larger than this (corrupt or hostile length fields).
+    session_deadline
+        ``time.monotonic()`` value after which no message may end (``None``: no limit).
     max_read_bytes
-        Refuse single reads larger than this (corrupt length fields).
+        Former name of ``max_message_bytes``.
     """
 
     def __init__(
         self,
         sock: socket.socket,
         timeout: float | None = 30.0,
-        max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        session_deadline: float | None = None,
+        max_read_bytes: int | None = None,
     ) -> None:
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be positive seconds or None, got {timeout!r}")
+        if max_read_bytes is not None:
+            max_message_bytes = max_read_bytes
+        if max_message_bytes <= 0:
+            raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
         self.socket = sock
         self.timeout = timeout
-        self.max_read_bytes = max_read_bytes
+        self.max_message_bytes = int(max_message_bytes)
+        self.session_deadline = session_deadline
         self.closed = False
         self._buffer = bytearray()  # received bytes; unread ones are [_start, _end)
         self._start = self._end = 0
+        self._deadline: float | None = None  # of the current message
+        self._message_bytes = 0  # read so far in the current message
+        self._in_message = False
         sock.settimeout(timeout)
+
+    @property
+    def max_read_bytes(self) -> int:
+        """Former name of :attr:`max_message_bytes`."""
+        return self.max_message_bytes
+
+    def begin_message(self) -> None:
+        """Start a message: a fresh deadline and byte budget for the reads that follow."""
+        self._in_message = True
+        self._message_bytes = 0
+        now = time.monotonic()
+        self._deadline = None if self.timeout is None else now + self.timeout
+        if self.session_deadline is not None:
+            if now >= self.session_deadline:  # even when the next message is already buffered
+                raise TimeoutError("session exceeded its time limit")
+            limit = self.session_deadline
+            self._deadline = limit if self._deadline is None else min(self._deadline, limit)
+
+    def end_message(self) -> None:
+        """End the current message (reads go back to a deadline each)."""
+        self._in_message = False
+        self._deadline = None
+
+    def remaining_message_bytes(self) -> int:
+        """Bytes the current message may still use."""
+        return self.max_message_bytes - self._message_bytes
+
+    def check_message_bytes(self, n: int, what: str = "message") -> None:
+        """Refuse, before reading or allocating, ``n`` more bytes over the message budget."""
+        if n < 0 or self._message_bytes + n > self.max_message_bytes:
+            raise MessageTooLargeError(
+                f"{what} of at least {self._message_bytes + n} bytes exceeds the limit of "
+                f"{self.max_message_bytes} bytes per message"
+            )
 
     def read(self, n: int) -> bytes:
         """Read exactly ``n`` bytes.
 
-        Reads are buffered: ``recv_into`` fills one reusable buffer of at least
-        :data:`RECV_BYTES`, and messages are sliced out of it, so small reads (ids, headers)
-        cost no system call and no byte is copied more than twice.
+        Reads are buffered: ``recv_into`` fills one reusable buffer, and messages are sliced
+        out of it, so small reads (ids, headers) cost no system call.
         """
-        if n < 0 or n > self.max_read_bytes:
-            raise ProtocolError(
-                f"refusing to read {n} bytes (limit {self.max_read_bytes}); corrupt length field?"
-            )
+        self.check_message_bytes(n)
         if self._end - self._start < n:
             self._fill(n)
+        self._message_bytes += n
         start = self._start
         self._start = start + n
         with memoryview(self._buffer) as view:
             return bytes(view[start : start + n])
 
     def _fill(self, n: int) -> None:
-        """Receive until ``n`` unread bytes are buffered (unread ones moved to the front)."""
+        """Receive until ``n`` unread bytes are buffered (unread ones moved to the front).
+
+        The buffer grows only as data arrives (at most doubling what has been received), so
+        a declared length the peer never sends costs no memory.
+        """
         unread = self._end - self._start
-        size = max(n, RECV_BYTES)
-        if len(self._buffer) < size or len(self._buffer) > 4 * size:  # grow, or shrink back
-            fresh = bytearray(size)
-            fresh[:unread] = self._buffer[self._start : self._end]
-            self._buffer = fresh
+        if len(self._buffer) > 4 * max(n, RECV_BYTES):  # shrink back after a big message
+            self._buffer = bytearray(self._buffer[self._start : self._end])
         elif self._start:
             self._buffer[:unread] = self._buffer[self._start : self._end]
         self._start, self._end = 0, unread
-        with memoryview(self._buffer) as view:
-            while self._end < n:
-                try:
-                    got = self.socket.recv_into(view[self._end :])
-                except TimeoutError as exc:
-                    raise TimeoutError(
-                        f"peer sent nothing for {self.timeout} s ({self._end} of {n} bytes read)"
-                    ) from exc
-                if not got:
-                    raise TruncatedStreamError(
-                        f"connection closed by peer after {self._end} of {n} expected bytes"
-                    )
-                self._end += got
+        deadline = self._deadline
+        if deadline is None and self.timeout is not None:
+            deadline = time.monotonic() + self.timeout
+        while self._end < n:
+            # room for what is still missing, but never more than the bytes held so far
+            # (or one RECV_BYTES) ahead of what has actually arrived
+            want = min(n, self._end + max(RECV_BYTES, self._end))
+            if len(self._buffer) < want:
+                self._buffer.extend(bytes(want - len(self._buffer)))
+            self._recv_some(deadline, n)
+
+    def _recv_some(self, deadline: float | None, n: int) -> None:
+        # Wait with poll rather than by changing the socket timeout: a writer thread sharing
+        # the socket (client_session) keeps its own timeout.
+        if deadline is not None and not _wait_readable(self.socket, deadline - time.monotonic()):
+            raise self._timed_out(n)
+        try:
+            with memoryview(self._buffer) as view:
+                got = self.socket.recv_into(view[self._end :])
+        except TimeoutError as exc:
+            raise self._timed_out(n) from exc
+        if not got:
+            raise TruncatedStreamError(
+                f"connection closed by peer after {self._end} of {n} expected bytes"
+            )
+        self._end += got
+
+    def _timed_out(self, n: int) -> TimeoutError:
+        if self.session_deadline is not None and time.monotonic() >= self.session_deadline:
+            return TimeoutError("session exceeded its time limit")
+        if self._in_message:
+            return TimeoutError(
+                f"peer did not send a whole message within {self.timeout} s "
+                f"({self._end} of {n} bytes of the current read received)"
+            )
+        return TimeoutError(
+            f"peer sent nothing for {self.timeout} s ({self._end} of {n} bytes read)"
+        )
 
     def write(self, data: Any) -> None:
         """Write all of ``data`` (bytes or any buffer, e.g. a ctypes header)."""
@@ -195,6 +283,7 @@ class SocketStream:
         self.closed = True
         try:
             if send_close:
+                self.socket.settimeout(5.0)  # a peer that never reads cannot block the close
                 write_close(self)
         except OSError:
             pass  # the peer is already gone; nothing left to tell it
@@ -204,6 +293,18 @@ class SocketStream:
             except OSError:
                 pass
             self.socket.close()
+
+
+def _wait_readable(sock: socket.socket, seconds: float) -> bool:
+    """True when ``sock`` has data (or end-of-stream) within ``seconds``."""
+    if seconds <= 0:
+        return False
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR)
+        return bool(poller.poll(seconds * 1000.0))
+    readable, _, _ = select.select([sock], [], [], seconds)
+    return bool(readable)
 
 
 def read_exactly(source: Readable, n: int) -> bytes:
@@ -230,16 +331,66 @@ def _read_config_file_name(source: Readable) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
 
 
+def _check_payload(source: Readable, n: int, what: str) -> None:
+    """Refuse a payload over the message budget before anything is allocated for it."""
+    check = getattr(source, "check_message_bytes", None)
+    if check is not None:
+        check(n, what)
+    elif n > DEFAULT_MAX_MESSAGE_BYTES:
+        raise MessageTooLargeError(
+            f"{what} of {n} bytes exceeds the limit of {DEFAULT_MAX_MESSAGE_BYTES} bytes"
+        )
+
+
+def _replaying(first: bytes, source: Readable) -> Callable[[int], bytes]:
+    """A reader that returns ``first`` (already read) and then reads from ``source``."""
+    pending = [first]
+
+    def read(n: int) -> bytes:
+        if pending:
+            head = pending.pop()
+            if len(head) != n:
+                raise ProtocolError("internal: header replay out of step")
+            return head
+        return read_exactly(source, n)
+
+    return read
+
+
 def _read_acquisition(source: Readable) -> ismrmrd.Acquisition:
-    return ismrmrd.Acquisition.deserialize_from(_reader(source))
+    # Size the payload from the header and check it before ismrmrd allocates the arrays.
+    raw = read_exactly(source, ctypes.sizeof(ismrmrd.AcquisitionHeader))
+    head = ismrmrd.AcquisitionHeader.from_buffer_copy(raw)
+    samples = int(head.number_of_samples)
+    payload = samples * (4 * int(head.trajectory_dimensions) + 8 * int(head.active_channels))
+    _check_payload(source, payload, "acquisition")
+    return ismrmrd.Acquisition.deserialize_from(_replaying(raw, source))
 
 
 def _read_image(source: Readable) -> ismrmrd.Image:
-    return ismrmrd.Image.deserialize_from(_reader(source))
+    from ismrmrd.image import get_dtype_from_data_type
+
+    raw = read_exactly(source, ctypes.sizeof(ismrmrd.ImageHeader))
+    head = ismrmrd.ImageHeader.from_buffer_copy(raw)
+    (attribute_bytes,) = _UINT64.unpack(read_exactly(source, _UINT64.size))
+    _check_payload(source, attribute_bytes, "image attributes")
+    attributes = read_exactly(source, attribute_bytes)
+    itemsize = get_dtype_from_data_type(head.data_type).itemsize
+    payload = int(head.channels) * int(np.prod([int(v) for v in head.matrix_size])) * itemsize
+    _check_payload(source, payload, "image")
+    pending = [raw, _UINT64.pack(attribute_bytes), attributes]
+
+    def read(n: int) -> bytes:
+        return pending.pop(0) if pending else read_exactly(source, n)
+
+    return ismrmrd.Image.deserialize_from(read)
 
 
 def _read_waveform(source: Readable) -> ismrmrd.Waveform:
-    return ismrmrd.Waveform.deserialize_from(_reader(source))
+    raw = read_exactly(source, ctypes.sizeof(ismrmrd.WaveformHeader))
+    head = ismrmrd.WaveformHeader.from_buffer_copy(raw)
+    _check_payload(source, 4 * int(head.channels) * int(head.number_of_samples), "waveform")
+    return ismrmrd.Waveform.deserialize_from(_replaying(raw, source))
 
 
 class _ExactReader:
@@ -281,25 +432,37 @@ def read_message(source: Readable) -> Message:
     Raises
     ------
     ProtocolError
-        Unknown message id or malformed payload.
+        Unknown message id or malformed payload; :class:`MessageTooLargeError` for a message
+        over the stream's ``max_message_bytes``.
     TruncatedStreamError
         The stream ended inside a message (or before any id was read).
     TimeoutError
-        A :class:`SocketStream` waited longer than its timeout.
+        The message did not arrive whole within a :class:`SocketStream`'s ``timeout``.
     """
-    (message_id,) = _UINT16.unpack(read_exactly(source, _UINT16.size))
-    decoder = _DECODERS.get(message_id)
-    if decoder is None:
-        raise ProtocolError(
-            f"unknown message id {message_id} (expected one of {sorted(_DECODERS)}); "
-            "the stream is not the Gadgetron protocol or is out of step"
-        )
+    begin, end = getattr(source, "begin_message", None), getattr(source, "end_message", None)
+    if begin is not None:
+        begin()  # one deadline and one byte budget for the whole message
     try:
-        return Message(message_id, decoder(source))
-    except (ProtocolError, TimeoutError, OSError):
-        raise
-    except Exception as exc:  # ctypes/numpy errors from a malformed payload
-        raise ProtocolError(f"malformed {MESSAGE_NAMES[message_id]} message: {exc}") from exc
+        (message_id,) = _UINT16.unpack(read_exactly(source, _UINT16.size))
+        decoder = _DECODERS.get(message_id)
+        if decoder is None:
+            raise ProtocolError(
+                f"unknown message id {message_id} (expected one of {sorted(_DECODERS)}); "
+                "the stream is not the Gadgetron protocol or is out of step"
+            )
+        try:
+            return Message(message_id, decoder(source))
+        except (ProtocolError, TimeoutError, OSError):
+            raise
+        except MemoryError as exc:
+            raise MessageTooLargeError(
+                f"{MESSAGE_NAMES[message_id]} message too large to hold in memory"
+            ) from exc
+        except Exception as exc:  # ctypes/numpy errors from a malformed payload
+            raise ProtocolError(f"malformed {MESSAGE_NAMES[message_id]} message: {exc}") from exc
+    finally:
+        if end is not None:
+            end()
 
 
 def _write_id(sink: Writable, message_id: int) -> None:
@@ -340,13 +503,20 @@ def write_header(sink: Writable, header: str | Any, nul_terminated: bool = True)
 
 
 def write_text(sink: Writable, text: str) -> None:
-    """Write a text message (id 5); Gadgetron 4 reports errors to clients this way."""
-    _write_string(sink, MESSAGE_TEXT, text, nul_terminated=False)
+    """Write a text message (id 5); Gadgetron 4 reports errors to clients this way.
+
+    The text is sent ending in a newline: clients print it as it comes.
+    """
+    _write_string(sink, MESSAGE_TEXT, _line(text), nul_terminated=False)
 
 
 def write_error(sink: Writable, text: str) -> None:
-    """Write an error message (id 8, same layout as text)."""
-    _write_string(sink, MESSAGE_ERROR, text, nul_terminated=False)
+    """Write an error message (id 8, same layout as text, also ending in a newline)."""
+    _write_string(sink, MESSAGE_ERROR, _line(text), nul_terminated=False)
+
+
+def _line(text: str) -> str:
+    return text if text.endswith("\n") else text + "\n"
 
 
 def write_close(sink: Writable) -> None:

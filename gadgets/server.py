@@ -10,14 +10,22 @@ The chain XML is interpreted, not executed: the native steps Python can stand in
 mapped onto the PASSNet chain (which prewhitens, removes oversampling and buffers by itself),
 the PASSNet ``<external>`` step contributes its ``<configuration>``, readers and writers are
 ignored, and any other native gadget is refused with a text message naming it.
+
+Resource limits are the operator's (:class:`ServerSettings`), never the client's: the size of
+one message, the time one message may take, the time of a whole session, the slice matrix and
+the lines buffered per slice. A chain may lower the slice limits, never raise them, and its
+``weights`` property is ignored: the server only opens the weights file it was started with,
+which it loads (and refuses to start without, unless ``allow_fallback``) before listening.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -27,8 +35,13 @@ import ismrmrd
 import ismrmrd.xsd
 
 from gadgets import protocol
+from gadgets.assembly import DEFAULT_MAX_LINES_PER_SLICE, DEFAULT_MAX_MATRIX_ELEMENTS
 
 LOG = logging.getLogger(__name__)
+
+# The chain and the header are XML of a few kB; a larger one is refused before it is read.
+MAX_XML_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 PASSNET_MODULE = "gadgets.passnet_gadget"
 PASSNET_TARGET = "reconstruct"
@@ -158,10 +171,32 @@ def load_named_chain(name: str) -> str:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """How ``passnet serve`` runs.
+    """How ``passnet serve`` runs; every limit here is the operator's, none the client's.
 
-    ``weights`` and ``device``, when given, override what a chain's PASSNet step asks for:
-    the operator decides which files and hardware the server uses.
+    Attributes
+    ----------
+    host, port
+        Where to listen (port 0: any free port).
+    weights
+        The only weights file the server opens (``None``: the shipped weights). A chain's
+        ``weights`` property is ignored.
+    device
+        Overrides the chain's ``device`` when given.
+    timeout
+        Seconds one whole message may take, waiting for it included (not per ``recv``).
+    max_clients
+        Concurrent sessions; more are told the server is busy.
+    max_message_bytes
+        Largest message accepted (chain and header: at most :data:`MAX_XML_BYTES`).
+    max_matrix_elements, max_lines_per_slice
+        Slice limits; a chain may lower them, never raise them.
+    session_timeout
+        Seconds a whole session may take.
+    allow_fallback
+        Start even when the weights cannot be loaded (zero-filled SENSE images, said so in
+        each image's comment and in a text message).
+    shutdown_grace
+        Seconds running sessions get to finish on SIGTERM/SIGINT before they are closed.
     """
 
     host: str = "127.0.0.1"
@@ -170,6 +205,12 @@ class ServerSettings:
     device: str | None = None
     timeout: float = 60.0
     max_clients: int = 4
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_matrix_elements: int = DEFAULT_MAX_MATRIX_ELEMENTS
+    max_lines_per_slice: int = DEFAULT_MAX_LINES_PER_SLICE
+    session_timeout: float = 3600.0
+    allow_fallback: bool = False
+    shutdown_grace: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -178,11 +219,31 @@ class ServerSettings:
             raise ValueError(f"timeout must be positive seconds, got {self.timeout}")
         if self.max_clients < 1:
             raise ValueError(f"max_clients must be at least 1, got {self.max_clients}")
+        for name in ("max_message_bytes", "max_matrix_elements", "max_lines_per_slice"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.session_timeout <= 0:
+            raise ValueError(f"session_timeout must be positive, got {self.session_timeout}")
+        if self.shutdown_grace < 0:
+            raise ValueError(f"shutdown_grace must be >= 0, got {self.shutdown_grace}")
 
-    def apply(self, params: Any) -> Any:
-        """Chain parameters with the server's overrides applied."""
-        overrides = {"weights": self.weights, "device": self.device}
-        return replace(params, **{k: v for k, v in overrides.items() if v is not None})
+    def apply(self, params: Any, peer: str = "client") -> Any:
+        """Chain parameters under the server's rules.
+
+        The weights are always the server's (a chain's ``weights`` is ignored, without
+        touching the path it names); ``device`` is overridden when the server sets one; the
+        slice limits are the smaller of the chain's and the server's.
+        """
+        if params.weights is not None:
+            LOG.warning("%s: ignoring the chain's 'weights' property (server decides)", peer)
+        changes: dict[str, Any] = {
+            "weights": self.weights,
+            "max_matrix_elements": min(params.max_matrix_elements, self.max_matrix_elements),
+            "max_lines_per_slice": min(params.max_lines_per_slice, self.max_lines_per_slice),
+        }
+        if self.device is not None:
+            changes["device"] = self.device
+        return replace(params, **changes)
 
 
 def _read_chain(stream: protocol.SocketStream) -> str:
@@ -215,8 +276,26 @@ def _incoming_items(stream: protocol.SocketStream) -> Iterator[Any]:
         yield message.item
 
 
-def serve_client(sock: socket.socket, settings: ServerSettings) -> Any:
+def serve_client(
+    sock: socket.socket,
+    settings: ServerSettings,
+    release: Any = None,
+    cancel: threading.Event | None = None,
+) -> Any:
     """Run one client session to the end and close the socket; never raises.
+
+    Parameters
+    ----------
+    sock
+        The accepted connection.
+    settings
+        The server's limits and overrides.
+    release
+        Called once when the session's work is done, *before* the close message goes out,
+        so a client that connects again right after seeing close finds its slot free.
+    cancel
+        Set by a server that is shutting down: stop reading, skip slices not yet
+        reconstructed, tell the client and close.
 
     Returns
     -------
@@ -225,7 +304,12 @@ def serve_client(sock: socket.socket, settings: ServerSettings) -> Any:
     """
     from gadgets.chain import run_chain
 
-    stream = protocol.SocketStream(sock, timeout=settings.timeout)
+    stream = protocol.SocketStream(
+        sock,
+        timeout=settings.timeout,
+        max_message_bytes=min(settings.max_message_bytes, MAX_XML_BYTES),
+        session_deadline=time.monotonic() + settings.session_timeout,
+    )
     peer = _peer_name(sock)
     report = None
 
@@ -236,28 +320,38 @@ def serve_client(sock: socket.socket, settings: ServerSettings) -> Any:
         else:
             LOG.debug("%s: not sending %s to the client", peer, type(item).__name__)
 
+    def stopping() -> str:
+        return "PASSNet server shutting down; " if cancel is not None and cancel.is_set() else ""
+
     try:
-        params = settings.apply(interpret_chain(_read_chain(stream)))
+        params = settings.apply(interpret_chain(_read_chain(stream)), peer)
         header = _read_header(stream)
-        report = run_chain(header, _incoming_items(stream), send, params)
+        stream.max_message_bytes = settings.max_message_bytes  # data messages from here on
+        report = run_chain(header, _incoming_items(stream), send, params, cancel=cancel)
         LOG.info(
-            "%s: %d slice(s) reconstructed, %d failed",
+            "%s: %d slice(s) reconstructed, %d failed, %d image(s) sent",
             peer,
             report.slices_done,
             report.slices_failed,
+            report.images_sent,
         )
         if report.errors:
-            _tell(stream, "PASSNet: " + "; ".join(report.errors))
+            _tell(stream, stopping() + "PASSNet: " + "; ".join(report.errors))
     except (ValueError, TimeoutError) as exc:  # bad input or a stalled client
         LOG.error("%s: %s", peer, exc)
-        _tell(stream, f"PASSNet server: {exc}")
+        _tell(stream, f"{stopping()}PASSNet server: {exc}")
     except OSError as exc:
         LOG.error("%s: connection failed: %s", peer, exc)
-    except Exception as exc:
+        _tell(stream, f"{stopping()}PASSNet server: connection failed: {exc}")
+    except Exception as exc:  # MemoryError included: this session ends, the server goes on
         LOG.exception("%s: internal error", peer)
-        _tell(stream, f"PASSNet server internal error: {exc}")
+        _tell(stream, f"{stopping()}PASSNet server internal error: {type(exc).__name__}: {exc}")
     finally:
-        stream.close()
+        try:
+            if release is not None:
+                release()
+        finally:
+            stream.close()
     return report
 
 
@@ -276,17 +370,36 @@ def _peer_name(sock: socket.socket) -> str:
         return "client"
 
 
+def check_weights(settings: ServerSettings) -> str | None:
+    """Load the server's weights once; the reason they cannot be used, or ``None``.
+
+    Never opens anything but ``settings.weights`` (or the shipped weights). The loaded
+    model stays in the inference cache, so the first client does not pay for loading.
+    """
+    from passnet_core.inference import cached_model
+
+    name = settings.weights or "the shipped weights"
+    try:
+        cached_model(settings.weights, settings.device or "auto")
+    except Exception as exc:  # missing, truncated, pickle, wrong format, bad device
+        return f"cannot load PASSNet weights ({name}): {type(exc).__name__}: {exc}"
+    return None
+
+
 class PassnetServer:
     """Threaded TCP server: one thread per client, at most ``max_clients`` at a time.
 
     A client beyond the limit gets a text message saying so, then close. One client's failure
-    stays in its own thread and socket.
+    stays in its own thread and socket. :meth:`start` refuses to run with weights that cannot
+    be loaded (``ValueError``) unless ``allow_fallback`` is set.
     """
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
+        self._cancel = threading.Event()  # running sessions must end now
+        self._stopped = False
         self._slots = threading.BoundedSemaphore(settings.max_clients)
         self._threads: set[threading.Thread] = set()
         self._clients: set[socket.socket] = set()
@@ -301,11 +414,31 @@ class PassnetServer:
         return self._listener.getsockname()[:2]
 
     def start(self) -> tuple[str, int]:
-        """Bind, listen and accept clients in a background thread."""
+        """Check the weights, bind, listen and accept clients in a background thread.
+
+        Raises
+        ------
+        ValueError
+            The weights cannot be loaded and ``allow_fallback`` is off.
+        OSError
+            The address cannot be bound.
+        """
+        problem = check_weights(self.settings)
+        if problem is not None:
+            if not self.settings.allow_fallback:
+                raise ValueError(
+                    f"{problem}; refusing to start (--allow-fallback serves zero-filled "
+                    "SENSE images instead)"
+                )
+            LOG.warning("%s; serving zero-filled SENSE images (--allow-fallback)", problem)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.settings.host, self.settings.port))
-        listener.listen(16)
+        try:
+            listener.bind((self.settings.host, self.settings.port))
+            listener.listen(16)
+        except OSError:
+            listener.close()
+            raise
         listener.settimeout(0.2)  # lets the accept loop notice stop()
         self._listener = listener
         self._accept_thread = threading.Thread(
@@ -324,10 +457,11 @@ class PassnetServer:
                 continue
             except OSError:
                 break  # listener closed by stop()
-            if not self._slots.acquire(blocking=False):
-                LOG.warning("refusing %s: %d clients busy", _peer_name(sock), self._limit)
+            if self._stopping.is_set() or not self._slots.acquire(blocking=False):
+                why = "shutting down" if self._stopping.is_set() else f"{self._limit} clients"
+                LOG.warning("refusing %s: %s", _peer_name(sock), why)
                 busy = protocol.SocketStream(sock, timeout=5.0)
-                _tell(busy, f"PASSNet server busy ({self._limit} clients); try again later")
+                _tell(busy, f"PASSNet server busy ({why}); try again later")
                 busy.close()
                 continue
             thread = threading.Thread(target=self._run_client, args=(sock,), daemon=True)
@@ -341,41 +475,77 @@ class PassnetServer:
         return self.settings.max_clients
 
     def _run_client(self, sock: socket.socket) -> None:
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                self._slots.release()
+
         try:
-            serve_client(sock, self.settings)
+            serve_client(sock, self.settings, release=release, cancel=self._cancel)
         finally:
-            self._slots.release()
+            release()
             with self._lock:
                 self._threads.discard(threading.current_thread())
                 self._clients.discard(sock)
 
+    def request_stop(self) -> None:
+        """Ask :meth:`serve_forever` to stop (safe from a signal handler)."""
+        self._stopping.set()
+
     def serve_forever(self) -> None:
-        """Block until :meth:`stop` is called (or Ctrl-C)."""
+        """Block until :meth:`request_stop`/:meth:`stop`, then stop with the shutdown grace."""
         if self._listener is None:
             self.start()
         try:
             while not self._stopping.wait(0.5):
                 pass
         finally:
-            self.stop()
+            self.stop(grace=self.settings.shutdown_grace)
 
-    def stop(self, join_timeout: float = 5.0) -> None:
-        """Stop accepting, end running sessions (their sockets are shut down) and wait."""
+    def running_sessions(self) -> int:
+        """Sessions in progress."""
+        with self._lock:
+            return len(self._threads)
+
+    def stop(self, join_timeout: float = 5.0, grace: float = 0.0) -> None:
+        """Stop accepting; give sessions ``grace`` seconds, then end them cleanly and wait.
+
+        A session still running after the grace period is cancelled: its reads end, slices
+        not yet reconstructed are skipped, the client is told the server is shutting down and
+        gets a close message. Returns within about ``grace + 2 * join_timeout`` seconds.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
         self._stopping.set()
         if self._listener is not None:
             self._listener.close()
         if self._accept_thread is not None:
             self._accept_thread.join(join_timeout)
+        deadline = time.monotonic() + grace
+        while (
+            self.running_sessions()
+            and time.monotonic() < deadline
+            and not self._cancel.is_set()  # a second signal: no more grace
+        ):
+            time.sleep(0.05)
         with self._lock:
             running = list(self._threads)
             clients = list(self._clients)
-        for sock in clients:  # wake sessions blocked in a read; each then closes its socket
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        if running:
+            LOG.info("closing %d running session(s)", len(running))
+        self._cancel.set()
+        for sock in clients:  # end blocked reads; each session still writes its text + close
+            _shutdown(sock, socket.SHUT_RD)
         for thread in running:
             thread.join(join_timeout)
+        with self._lock:
+            stuck = list(self._clients)
+        for sock in stuck:  # a session still computing: its socket goes, the thread is daemon
+            _shutdown(sock, socket.SHUT_RDWR)
+        LOG.info("passnet serve stopped")
 
     def __enter__(self) -> PassnetServer:
         self.start()
@@ -385,40 +555,123 @@ class PassnetServer:
         self.stop()
 
 
+def _shutdown(sock: socket.socket, how: int) -> None:
+    try:
+        sock.shutdown(how)
+    except OSError:
+        pass
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``passnet serve``."""
+    defaults = ServerSettings()
     parser.add_argument("--port", type=int, default=9002, help="TCP port (default 9002)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    parser.add_argument("--weights", default=None, help="weights file (default: shipped)")
+    parser.add_argument(
+        "--weights", default=None, help="weights file (default: shipped); checked at start"
+    )
     parser.add_argument("--device", default=None, help="auto | cpu | cuda[:n] (default: chain's)")
     parser.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds to wait for each client message"
+        "--allow-fallback",
+        action="store_true",
+        help="start even if the weights cannot be loaded (zero-filled SENSE images)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=defaults.timeout,
+        help="seconds one whole client message may take, waiting for it included (default 60)",
+    )
+    parser.add_argument(
+        "--session-timeout",
+        type=float,
+        default=defaults.session_timeout,
+        help="seconds one whole client session may take (default 3600)",
     )
     parser.add_argument("--max-clients", type=int, default=4, help="concurrent clients")
+    parser.add_argument(
+        "--max-message-mb",
+        type=float,
+        default=defaults.max_message_bytes / 2**20,
+        help="largest message accepted, MiB (default 64)",
+    )
+    parser.add_argument(
+        "--max-matrix-elements",
+        type=int,
+        default=defaults.max_matrix_elements,
+        help="largest slice C*T*H*W (default 64 Mi); a chain may only lower it",
+    )
+    parser.add_argument(
+        "--max-lines-per-slice",
+        type=int,
+        default=defaults.max_lines_per_slice,
+        help="distinct lines one slice may buffer (default 128 Ki); a chain may only lower it",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=defaults.shutdown_grace,
+        help="seconds running sessions get to finish on SIGTERM/SIGINT (default 30)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    """:class:`ServerSettings` from parsed ``passnet serve`` arguments (``ValueError`` if bad)."""
+    return ServerSettings(
+        host=args.host,
+        port=args.port,
+        weights=args.weights,
+        device=args.device,
+        timeout=args.timeout,
+        max_clients=args.max_clients,
+        max_message_bytes=int(args.max_message_mb * 2**20),
+        max_matrix_elements=args.max_matrix_elements,
+        max_lines_per_slice=args.max_lines_per_slice,
+        session_timeout=args.session_timeout,
+        allow_fallback=args.allow_fallback,
+        shutdown_grace=args.shutdown_grace,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``passnet serve`` until interrupted."""
+    """Run ``passnet serve`` until SIGTERM/SIGINT; 2 on bad settings or weights."""
     try:
-        settings = ServerSettings(
-            host=args.host,
-            port=args.port,
-            weights=args.weights,
-            device=args.device,
-            timeout=args.timeout,
-            max_clients=args.max_clients,
-        )
+        settings = settings_from_args(args)
     except ValueError as exc:
         LOG.error("%s", exc)
         return 2
     server = PassnetServer(settings)
     try:
         server.start()
+    except ValueError as exc:
+        LOG.error("%s", exc)
+        return 2
     except OSError as exc:
         LOG.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
         return 1
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        LOG.info("stopping")
+    _install_signal_handlers(server)
+    server.serve_forever()
     return 0
+
+
+def _install_signal_handlers(server: PassnetServer) -> None:
+    """SIGTERM/SIGINT: log, stop accepting, let sessions finish within the grace period."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be installed from the main thread
+
+    def handle(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if server._stopping.is_set():
+            LOG.warning("%s again: closing running sessions now", name)
+            server._cancel.set()
+            return
+        LOG.info(
+            "%s received: stopping; %d running session(s) get %g s to finish",
+            name,
+            server.running_sessions(),
+            server.settings.shutdown_grace,
+        )
+        server.request_stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handle)

@@ -79,10 +79,11 @@ def test_config_script_and_header_carry_length_with_trailing_nul():
 @pytest.mark.parametrize(
     ("write", "message_id"), [(protocol.write_text, 5), (protocol.write_error, 8)]
 )
-def test_text_and_error_messages(write, message_id):
+def test_text_and_error_messages_end_with_a_newline(write, message_id):
     raw, message = _roundtrip(write, "slice 0 failed: bad data")
-    assert raw == struct.pack("<HI", message_id, 24) + b"slice 0 failed: bad data"
-    assert message == protocol.Message(message_id, "slice 0 failed: bad data")
+    assert raw == struct.pack("<HI", message_id, 25) + b"slice 0 failed: bad data\n"
+    assert message == protocol.Message(message_id, "slice 0 failed: bad data\n")
+    assert _roundtrip(write, "already a line\n")[1].item == "already a line\n"
 
 
 def test_close_is_the_bare_id():
@@ -188,7 +189,7 @@ def test_socket_stream_times_out_with_a_clear_error():
     with left, right:
         stream = protocol.SocketStream(left, timeout=0.3)
         start = time.monotonic()
-        with pytest.raises(TimeoutError, match=r"peer sent nothing for 0.3 s \(0 of 2"):
+        with pytest.raises(TimeoutError, match=r"whole message within 0.3 s \(0 of 2"):
             protocol.read_message(stream)
         assert time.monotonic() - start < 3
 
@@ -227,8 +228,8 @@ def test_socket_stream_refuses_absurd_lengths_and_closes_once():
     left, right = socket.socketpair()
     with right:
         right.sendall(struct.pack("<HI", 5, 0xFFFFFFFF))
-        stream = protocol.SocketStream(left, timeout=5, max_read_bytes=1024)
-        with pytest.raises(protocol.ProtocolError, match="refusing to read 4294967295 bytes"):
+        stream = protocol.SocketStream(left, timeout=5, max_message_bytes=1024)
+        with pytest.raises(protocol.MessageTooLargeError, match="limit of 1024 bytes"):
             protocol.read_message(stream)
         stream.close()
         stream.close()  # idempotent: gadgetron's own `with` block closes again
