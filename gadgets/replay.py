@@ -3,13 +3,17 @@
 The file is read in one bulk h5py read, streamed through :func:`gadgets.chain.run_chain`
 exactly as a Gadgetron connection would stream it, and the images are written as ISMRMRD
 images (``dataset/image_<series>``), optionally also as a PNG montage, DICOM or NIfTI.
-The exit code is non-zero when any slice failed; the good slices are written regardless.
+Exit codes: 0 every slice reconstructed; 1 a slice failed (the good slices are written
+regardless); 2 nothing could be done: bad options, an output that would overwrite the input or
+is a folder (checked before any work), an unreadable input, or the output cannot be written.
+Those are one-line errors, never tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -81,14 +85,79 @@ def params_from_args(args: argparse.Namespace) -> ChainParams:
     return ChainParams(**values)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Reconstruct ``args.input`` into ``args.out``; 0 on success, 1 if any slice failed."""
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse, before any work, outputs that would destroy the input or cannot be files.
+
+    Raises
+    ------
+    ValueError
+        The input is missing or not a file; ``--out``, ``--png`` or ``--nifti`` is the input
+        (also through a link), an existing folder, or in a folder that does not exist;
+        ``--dicom`` is the input or an existing file; two outputs are the same file.
+    """
+    source = Path(args.input)
+    if not source.is_file():
+        raise ValueError(f"input {source}: no such file")
+    files = {"--out": args.out, "--png": args.png, "--nifti": args.nifti}
+    seen: dict[Path, str] = {}
+    for option, value in files.items():
+        if value is None:
+            continue
+        path = Path(value)
+        if _same_file(path, source):
+            raise ValueError(f"{option} {path} is the input file; refusing to overwrite it")
+        if path.is_dir():
+            raise ValueError(f"{option} {path} is a folder; give a file name")
+        if option == "--out" and not path.parent.resolve().is_dir():
+            raise ValueError(f"{option} {path}: folder {path.parent} does not exist")
+        resolved = path.resolve()
+        if resolved in seen:
+            raise ValueError(f"{option} and {seen[resolved]} are the same file {path}")
+        seen[resolved] = option
+    if args.dicom is not None:
+        folder = Path(args.dicom)
+        if _same_file(folder, source) or folder.is_file():
+            raise ValueError(f"--dicom {folder} is a file; give a folder")
+
+
+def _same_file(a: Path, b: Path) -> bool:
     try:
+        return a.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _write_atomically(path: Path, images: list, header_xml: str) -> None:
+    """Write next to ``path``, then rename: a failed write never leaves half a file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.unlink(missing_ok=True)
+    try:
+        write_images(partial, images, header_xml)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Reconstruct ``args.input`` into ``args.out``.
+
+    Returns
+    -------
+    int
+        0 on success, 1 if any slice failed, 2 when nothing could be done (bad options or
+        paths, unreadable input, output not writable), reported in one log line.
+    """
+    try:
+        check_paths(args)
         params = params_from_args(args)
-        t0 = time.perf_counter()
-        raw = read_raw(args.input)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         log.error("%s", exc)
+        return 2
+    t0 = time.perf_counter()
+    try:
+        raw = read_raw(args.input)
+    except Exception as exc:  # truncated/corrupt HDF5 raises OSError, KeyError, ... from h5py
+        log.error("cannot read %s: %s", args.input, _one_line(exc))
         return 2
     t_read = time.perf_counter() - t0
     images: list = []
@@ -102,8 +171,11 @@ def run(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     report = run_chain(raw.header, items, images.append, params)
     t_chain = time.perf_counter() - t1
-    args.out.unlink(missing_ok=True)
-    write_images(args.out, images, raw.header_xml)
+    try:
+        _write_atomically(Path(args.out), images, raw.header_xml)
+    except Exception as exc:  # full disk, permissions, ...: one line, not a traceback
+        log.error("cannot write %s: %s", args.out, _one_line(exc))
+        return 2
     compute = sum(t["total_s"] for t in report.timings)
     log.info(
         "%d acquisitions: read %.2f s, chain %.2f s (recon %.2f s); ingest %.0f acq/s; "
@@ -113,9 +185,13 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     for error in report.errors:
         log.error("%s", error)
-    if images:
-        _write_extras(args, images)
-    return 1 if report.slices_failed or report.errors else 0
+    extras_ok = _write_extras(args, images) if images else True
+    return 1 if report.slices_failed or report.errors or not extras_ok else 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
 
 
 def _volume(images: list) -> np.ndarray:
@@ -128,7 +204,8 @@ def _volume(images: list) -> np.ndarray:
     return np.asarray(frames, dtype=np.float32)
 
 
-def _write_extras(args: argparse.Namespace, images: list) -> None:
+def _write_extras(args: argparse.Namespace, images: list) -> bool:
+    """PNG/NIfTI/DICOM outputs; False (logged in one line) when one could not be written."""
     try:
         if args.png:
             write_montage(_volume(images), args.png)
@@ -138,6 +215,10 @@ def _write_extras(args: argparse.Namespace, images: list) -> None:
             write_dicom(images, args.dicom)
     except ImportError as exc:
         log.error("optional output skipped (install passnet-gadgetron[io]): %s", exc)
+    except (OSError, ValueError) as exc:
+        log.error("cannot write an optional output: %s", _one_line(exc))
+        return False
+    return True
 
 
 def write_montage(volume: np.ndarray, path: Path) -> None:

@@ -109,3 +109,51 @@ def test_config_names_files_and_overrides(tmp_path):
     assert params.output == "complex" and params.device == "cpu"
     with pytest.raises(ValueError, match="no such file or configuration name"):
         load_config("no_such_config")
+
+
+# ------------------------------------------------------------ paths and unreadable input
+def _recon_exit(argv) -> int:
+    return main(["recon", *map(str, argv), "--no-progress", "--device", "cpu"])
+
+
+def test_out_equal_to_the_input_is_refused_before_any_work(tmp_path, cine_file, caplog):
+    raw = tmp_path / "raw.h5"
+    raw.write_bytes(cine_file.read_bytes())
+    before = raw.read_bytes()
+    link = tmp_path / "link.h5"
+    link.symlink_to(raw)
+    for out in (raw, link, tmp_path / "." / "raw.h5"):
+        caplog.clear()
+        assert _recon_exit([raw, "--out", out]) == 2
+        assert "is the input file; refusing to overwrite it" in caplog.text
+        assert "chain finished" not in caplog.text
+    assert raw.read_bytes() == before
+    assert _recon_exit([raw, "--out", tmp_path / "x.h5", "--png", raw]) == 2
+    assert raw.read_bytes() == before
+
+
+def test_out_that_is_a_folder_is_refused_before_any_work(tmp_path, cine_file, caplog):
+    assert _recon_exit([cine_file, "--out", tmp_path]) == 2
+    assert "is a folder" in caplog.text and "chain finished" not in caplog.text
+    caplog.clear()
+    assert _recon_exit([cine_file, "--out", tmp_path / "missing" / "x.h5"]) == 2
+    assert "does not exist" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not_hdf5", "missing", "folder"])
+def test_unreadable_input_is_one_line_and_exit_2(tmp_path, cine_file, caplog, damage):
+    raw = tmp_path / "in.h5"
+    content = cine_file.read_bytes()
+    if damage == "truncated":
+        raw.write_bytes(content[: len(content) // 2])
+    elif damage == "empty":
+        raw.write_bytes(b"")
+    elif damage == "not_hdf5":
+        raw.write_bytes(b"\x89PNG not an hdf5 file" * 100)
+    elif damage == "folder":
+        raw.mkdir()
+    assert _recon_exit([raw, "--out", tmp_path / "out.h5"]) == 2
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0].getMessage()
+    assert "Traceback" not in caplog.text
+    assert not (tmp_path / "out.h5").exists()
