@@ -23,9 +23,13 @@ from gadgetron.external import Connection
 from gadgetron.external import listen as gadgetron_listen
 from gadgetron.types.recon_data import ReconData
 
-from gadgets import protocol
+from gadgets import gadgetron_hook, protocol
 
 LOG = logging.getLogger(__name__)
+
+# Installed at start-up by the package's .pth; again here for a source checkout without it
+# (then only connections made after this import, e.g. by listen(), are covered).
+gadgetron_hook.install()
 
 # Seconds the step waits for the next message before giving up on Gadgetron.
 DEFAULT_READ_TIMEOUT_S = float(os.environ.get("PASSNET_GADGET_TIMEOUT", "300"))

@@ -199,3 +199,46 @@ def test_passive_mode_listen_serves_one_connection(free_port, cine_stream):
         images, closed = _collect(sock, timeout=30)
     step.join(30)
     assert closed and images == [] and not step.is_alive()
+
+
+def _start_step(port: int, **env_extra: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), GADGETRON_EXTERNAL_LOG_LEVEL="INFO")
+    env.update(env_extra)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gadgetron", str(port), "gadgets.passnet_gadget", "reconstruct"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.mark.parametrize("case", ["truncated_config", "truncated_header", "stalled_handshake"])
+def test_gadgetron_started_step_exits_on_a_broken_handshake(case, cine_stream):
+    """The config and header are read by gadgetron's own wrapper before our step runs."""
+    with _listener() as listener:
+        process = _start_step(listener.getsockname()[1], PASSNET_GADGET_TIMEOUT="2")
+        try:
+            sock, _ = listener.accept()
+            with sock:
+                if case == "truncated_config":
+                    sock.sendall(struct.pack("<HI", 2, 1000) + b"<configur")
+                elif case == "truncated_header":
+                    config = b"<configuration/>"
+                    sock.sendall(struct.pack("<HI", 2, len(config)) + config)
+                    sock.sendall(
+                        struct.pack("<HI", 3, 5000) + cine_stream.header_xml[:100].encode()
+                    )
+                if case != "stalled_handshake":
+                    sock.shutdown(socket.SHUT_WR)  # Gadgetron gone mid-message
+                start = time.monotonic()
+                output = process.communicate(timeout=30)[0].decode(errors="replace")
+                elapsed = time.monotonic() - start
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    assert process.returncode != 0, output
+    assert elapsed < 15, f"step ran {elapsed:.0f} s after a {case}"
+    expected = "timed out" if case == "stalled_handshake" else "Gadgetron closed the connection"
+    assert expected in output, output
