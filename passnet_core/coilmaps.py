@@ -25,6 +25,7 @@ not enter the calibration matrix.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -98,13 +99,29 @@ def _single_thread() -> Iterator[None]:
     matrix took 7.7 s with 2 threads against 0.19 s with one (measured back to back). One
     thread costs at most ~0.1 s on an idle machine, so it is the robust choice. The thread
     count is process-wide: another thread's torch work runs single-threaded meanwhile.
+
+    Thread-safe (``passnet serve`` runs sessions in threads): the first thread to enter
+    saves the count and the last to leave restores it, so overlapping sections can neither
+    restore too early nor leave the process pinned to one thread.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    global _PINNED, _SAVED_THREADS
+    with _PIN_LOCK:
+        if _PINNED == 0:
+            _SAVED_THREADS = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _PINNED += 1
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        with _PIN_LOCK:
+            _PINNED -= 1
+            if _PINNED == 0:
+                torch.set_num_threads(_SAVED_THREADS)
+
+
+_PIN_LOCK = threading.Lock()
+_PINNED = 0  # threads inside _single_thread
+_SAVED_THREADS = 1  # the count to restore when the last one leaves
 
 
 def _centre_block(k: torch.Tensor, calib: int) -> torch.Tensor:

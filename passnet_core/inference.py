@@ -13,6 +13,7 @@ keeping each window's centre — is an approximation, useful only when a full ci
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from passnet_core.weights import default_weights_path, load_weights
 ArrayLike = torch.Tensor | np.ndarray
 
 _MODEL_CACHE: dict[tuple[str, str], PASSNet] = {}
+_MODEL_CACHE_LOCK = threading.Lock()  # server sessions run in threads: load each model once
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -45,9 +47,10 @@ def cached_model(path: str | Path | None = None, device: str | torch.device = "a
     path = Path(path) if path is not None else default_weights_path()
     dev = resolve_device(device)
     key = (str(path.resolve()), str(dev))
-    if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = load_weights(path, map_location=dev)
-    return _MODEL_CACHE[key]
+    with _MODEL_CACHE_LOCK:
+        if key not in _MODEL_CACHE:
+            _MODEL_CACHE[key] = load_weights(path, map_location=dev)
+        return _MODEL_CACHE[key]
 
 
 def validate_inputs(kspace: ArrayLike, mask: ArrayLike, coil_maps: ArrayLike | None = None) -> None:
