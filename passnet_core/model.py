@@ -22,11 +22,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from passnet_core.baselines import lplus_s
+from passnet_core.conv import Conv3d
 from passnet_core.operators import EncodingOp
 from passnet_core.svd import DEFAULT_EPS_REL, stable_svd
 
 SHRINKAGES = ("pass", "uniform_svt")
 FUSIONS = ("lsaf", "fixed")
+STARTS = ("adjoint", "lplus_s")
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,20 @@ class PASSNetConfig:
     fusion
         ``"lsaf"`` (learned per-voxel weight) or ``"fixed"`` (constant ``fixed_fusion_weight``).
     mu_init
-        Initial gradient step size (used through ``relu``).
+        Initial gradient step size (used through ``relu``). The FFT is orthonormal and the
+        coil maps satisfy ``sum_c |S_c|^2 <= 1``, so ``||A^H A|| <= 1`` and 1 is the natural
+        (Landweber) step; steps up to 2 are stable. The old default 0.1 left each stage a
+        tenth of a gradient step (docs/method.md).
+    start
+        First estimate ``x0``: ``"adjoint"`` (``A^H d``, the paper) or ``"lplus_s"`` (the
+        classical L+S of :mod:`passnet_core.baselines` with ``start_iterations`` iterations,
+        a warm start the stages refine).
+    start_iterations
+        L+S iterations of the ``"lplus_s"`` start (ignored for ``"adjoint"``).
+    zero_init_residual
+        Start the last convolution of ``Phi^H`` and ``Psi^H`` at zero, so an untrained stage
+        is exactly a gradient step (no random conv noise added to the image). Affects
+        initialisation only.
     svt_r_init
         Initial ``r`` of the uniform threshold ``sigmoid(r) sigma_1``; PASS starts at the
         same threshold.
@@ -60,17 +76,20 @@ class PASSNetConfig:
     channels: int = 16
     shrinkage: str = "pass"
     fusion: str = "lsaf"
-    mu_init: float = 0.1
+    mu_init: float = 1.0
     svt_r_init: float = -2.0
     fixed_fusion_weight: float = 0.5
     svd_eps_rel: float = DEFAULT_EPS_REL
     pe_base: float = 10000.0
+    start: str = "adjoint"
+    start_iterations: int = 50
+    zero_init_residual: bool = True
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"PASSNetConfig.{name}={getattr(self, name)!r}: {why}")
 
-        for name in ("n_stages", "channels"):
+        for name in ("n_stages", "channels", "start_iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name, "must be a positive integer")
@@ -78,6 +97,10 @@ class PASSNetConfig:
             raise bad("shrinkage", f"must be one of {SHRINKAGES}")
         if self.fusion not in FUSIONS:
             raise bad("fusion", f"must be one of {FUSIONS}")
+        if self.start not in STARTS:
+            raise bad("start", f"must be one of {STARTS}")
+        if not isinstance(self.zero_init_residual, bool):
+            raise bad("zero_init_residual", "must be true or false")
         for name in ("mu_init", "svt_r_init", "fixed_fusion_weight", "svd_eps_rel", "pe_base"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -116,42 +139,6 @@ def complex_to_channels(x: torch.Tensor) -> torch.Tensor:
 def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
     """Real ``(B, 2, T, H, W)`` -> complex ``(B, T, H, W)``."""
     return torch.complex(x[:, 0], x[:, 1])
-
-
-_ONEDNN_CONV = getattr(torch.ops.aten, "mkldnn_convolution", None)
-
-
-class Conv3d(nn.Conv3d):
-    """``nn.Conv3d`` that always runs CPU float32 through oneDNN in channels-last layout.
-
-    Why: torch's dispatch heuristic sends batch-1 inputs with ``N*C*T*H <= 20480`` (every
-    2- or 4-channel input conv of a 16-frame cine, any small volume) to a native kernel that
-    is 3-6x slower than oneDNN, and oneDNN itself is 10-30 % faster in channels-last. Over a
-    whole PASSNet forward this saves about a quarter of the CPU time (BENCHMARKS.md); outputs
-    match ``F.conv3d`` to float rounding and autograd works unchanged. Other devices, dtypes
-    and builds without oneDNN take the stock path. Parameters and state-dict keys are those of
-    ``nn.Conv3d``, so weight files do not change.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            _ONEDNN_CONV is None
-            or x.device.type != "cpu"
-            or x.dtype != torch.float32
-            or self.padding_mode != "zeros"
-            or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
-        ):
-            return super().forward(x)
-        channels_last = torch.channels_last_3d
-        return _ONEDNN_CONV(
-            x.contiguous(memory_format=channels_last),
-            self.weight.contiguous(memory_format=channels_last),
-            self.bias,
-            self.padding,
-            self.stride,
-            self.dilation,
-            self.groups,
-        )
 
 
 def _conv3d(c_in: int, c_out: int, bias: bool = False) -> nn.Conv3d:
@@ -321,6 +308,9 @@ class PASSNetStage(nn.Module):
             self.fusion: nn.Module = LSAF(c)
         else:
             self.fusion = FixedFusion(config.fixed_fusion_weight)
+        if config.zero_init_residual:  # an untrained stage is a plain gradient step
+            for branch in (self.phi_h, self.psi_h):
+                nn.init.zeros_(branch[-1].weight)
 
     def low_rank(self, x: torch.Tensor) -> torch.Tensor:
         """``Phi^H(SVT(Phi(x))) + x`` with one SVD per frame (``H x W`` matrix)."""
@@ -374,10 +364,24 @@ class PASSNet(nn.Module):
                 f"({'single' if coil_maps is None else 'multi'}-coil), got {tuple(kspace.shape)}"
             )
         op = EncodingOp(mask.to(kspace.device), coil_maps)
-        x = op.adjoint(kspace)
+        x = self.start(kspace, mask, coil_maps, op)
         for stage in self.stages:
             x = stage(x, op, kspace)
         return x
+
+    def start(
+        self,
+        kspace: torch.Tensor,
+        mask: torch.Tensor,
+        coil_maps: torch.Tensor | None,
+        op: EncodingOp,
+    ) -> torch.Tensor:
+        """The first estimate ``x0`` (``config.start``); no gradient flows through L+S."""
+        if self.config.start == "adjoint":
+            return op.adjoint(kspace)
+        return lplus_s(kspace, mask, coil_maps, n_iter=self.config.start_iterations, tol=0.0).to(
+            kspace.dtype
+        )
 
 
 def count_parameters(model: nn.Module) -> int:

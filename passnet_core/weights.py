@@ -2,7 +2,7 @@
 
 A weights file is a safetensors file whose metadata key ``"passnet"`` holds a JSON object::
 
-    {"format_version": 1, "config": {...PASSNetConfig...},
+    {"format_version": 2, "config": {...PASSNetConfig...},
      "normalisation": "max_abs_zero_filled", "package_version": "0.1.0", "training": {...}}
 
 Legacy ``.pt`` files are read only through ``torch.load(weights_only=True)`` (which refuses
@@ -22,7 +22,10 @@ from safetensors.torch import save_file
 from passnet_core import __version__
 from passnet_core.model import PASSNet, PASSNetConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 files predate the ``start`` / ``start_iterations`` / ``zero_init_residual`` config
+# keys; their configs load with the defaults, which reproduce version 1 behaviour exactly.
+READABLE_VERSIONS = (1, 2)
 METADATA_KEY = "passnet"
 NORMALISATION = "max_abs_zero_filled"
 
@@ -45,6 +48,15 @@ def ablation_weights_path() -> Path:
     Shipped for ``passnet evaluate`` and ``passnet bench``; reconstruction never uses it.
     """
     return _SHIPPED / "ablation_uniform_svt.safetensors"
+
+
+def paper_start_weights_path() -> Path:
+    """The paper's ``A^H d`` start trained like the default (``model.start=adjoint``).
+
+    Shipped for ``passnet evaluate``, which shows the default's L+S warm start beside the
+    paper's variant; reconstruction never uses it.
+    """
+    return _SHIPPED / "paper_start.safetensors"
 
 
 def save_weights(
@@ -149,10 +161,11 @@ def _parse_meta(raw: Any, path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise WeightsError(f"{path}: metadata must be a JSON object")
     version = raw.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise WeightsError(
             f"{path}: unknown weights format version {version!r} (this package reads "
-            f"{FORMAT_VERSION}); upgrade passnet_core or re-export the weights"
+            f"{', '.join(map(str, READABLE_VERSIONS))}); upgrade passnet_core or re-export "
+            "the weights"
         )
     if raw.get("normalisation", NORMALISATION) != NORMALISATION:
         raise WeightsError(
