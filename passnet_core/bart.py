@@ -7,6 +7,7 @@ dimensions as text in ``name.hdr``. Its axes are fixed: 0 readout, 1 phase, 2 pa
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -14,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
 def available() -> bool:
@@ -74,6 +76,11 @@ def run_bart(
     timeout
         Seconds before the process is killed.
 
+    BART runs with as many OpenMP threads as torch uses (``OMP_NUM_THREADS`` if the caller
+    set it): its OpenMP workers busy-wait, and on a machine already loaded they slow a run
+    down 10-20x (measured: 100 LLR iterations on a 6 x 32 x 32 case took 3.8 s with the
+    default threads beside a training job, 0.27 s with one).
+
     Raises
     ------
     RuntimeError
@@ -84,8 +91,15 @@ def run_bart(
     with tempfile.TemporaryDirectory(prefix="passnet_bart_") as tmp:
         for name, arr in inputs.items():
             write_cfl(Path(tmp) / name, arr)
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
         proc = subprocess.run(
-            ["bart", *map(str, args)], cwd=tmp, capture_output=True, text=True, timeout=timeout
+            ["bart", *map(str, args)],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
         )
         if proc.returncode != 0:
             raise RuntimeError(f"bart {' '.join(map(str, args))} failed: {proc.stderr.strip()}")
