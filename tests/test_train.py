@@ -8,21 +8,39 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from passnet_core.cli import main as passnet_main
+from passnet_core.model import PASSNet
 from passnet_core.weights import load_weights, read_metadata
 from training.config import load_config
-from training.train import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, load_checkpoint, train
+from training.data import collate_cine
+from training.train import (
+    BEST_WEIGHTS_NAME,
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    make_datasets,
+    train,
+    validate,
+)
 
 TINY = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny_test.yaml"
-# Measured: an untrained network scores 0.00 dB over zero-filling; 50 steps reach about +2 dB.
-MIN_GAIN_DB = 1.0
+# The untrained network is already 2 gradient steps (step size 1, zero-initialised residual
+# outputs), so learning is measured against it, not against zero-filling.
+MIN_GAIN_DB = 0.5
 
 
 def test_tiny_training_learns_and_resumes(tmp_path: Path) -> None:
     torch.set_num_threads(2)
     out = tmp_path / "run"
     first = load_config(TINY, [f"run.out_dir={out}", "optim.epochs=1"])
+    torch.manual_seed(first.data.seed)  # train() seeds the same way before building its model
+    untrained = validate(
+        PASSNet(first.model),
+        DataLoader(make_datasets(first)[1], collate_fn=collate_cine),
+        torch.device("cpu"),
+        magnitude=False,
+    )["psnr"]
     start = time.perf_counter()
     result = train(first)
     assert [h["epoch"] for h in result.history] == [0]
@@ -39,9 +57,10 @@ def test_tiny_training_learns_and_resumes(tmp_path: Path) -> None:
     lrs = [h["lr"] for h in result.history]
     assert lrs[1] == pytest.approx(lrs[0] * 0.95)  # scheduler state survived the resume
 
-    gain = result.best_val_psnr - result.zero_filled_val_psnr
-    print(f"tiny training: {elapsed:.1f} s, val PSNR gain {gain:.2f} dB")
-    assert gain >= MIN_GAIN_DB, f"val PSNR only {gain:.2f} dB above zero-filled"
+    gain = result.best_val_psnr - untrained
+    print(f"tiny training: {elapsed:.1f} s, val PSNR gain over the untrained net {gain:.2f} dB")
+    assert gain >= MIN_GAIN_DB, f"val PSNR only {gain:.2f} dB above the untrained network"
+    assert untrained > result.zero_filled_val_psnr  # the physics-consistent start helps
 
     weights = out / BEST_WEIGHTS_NAME
     meta = read_metadata(weights)["training"]

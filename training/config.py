@@ -34,13 +34,16 @@ class DataConfig:
     ``vds-8`` / ``equispaced-4`` = acceleration); one is drawn per training step.
     ``n_train`` / ``n_val`` count source volumes (each gives several crops); synthetic volumes
     are rendered at ``synthetic_matrix`` (square) or a random 64-192 matrix when null, and
-    validation uses one ``fixed_size`` crop from the middle of each volume.
+    validation uses one ``fixed_size`` crop from the middle of each volume. ``n_coils`` may be a
+    list: each synthetic volume draws its coil count from it. ``noise_levels`` ``[low, high]``
+    is the range of the k-space noise standard deviation relative to the volume's peak
+    (``passnet simulate`` writes 0.02), drawn per training item.
     """
 
     source: str = "synthetic"
     path: str | None = None
     coil_mode: str = "single"
-    n_coils: int = 8
+    n_coils: int | list[int] = 8
     crop_mode: str = "multires"
     crop_sizes: list[int] = field(default_factory=lambda: [64, 96, 128, 144, 156])
     fixed_size: int = 128
@@ -50,11 +53,23 @@ class DataConfig:
     n_train: int = 800
     n_val: int = 16
     seed: int = 0
+    noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.0])
+
+
+LOSSES = ("mse", "rel_l2")
+SCHEDULES = ("exponential", "cosine")
 
 
 @dataclass
 class OptimConfig:
-    """Adam with an exponential learning-rate decay per epoch (paper section 4.1)."""
+    """Adam and its learning-rate schedule.
+
+    ``schedule: exponential`` multiplies the rate by ``lr_decay`` after every epoch (paper
+    section 4.1); ``cosine`` warms up linearly over ``warmup_steps`` optimiser steps and then
+    follows a cosine to zero over the whole run, so it does not depend on how steps are cut
+    into epochs. ``loss: mse`` is the paper's; ``rel_l2`` is ``||x - y|| / ||y||`` per item,
+    whose gradients do not shrink with the image scale or the error (docs/method.md).
+    """
 
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -63,6 +78,9 @@ class OptimConfig:
     epochs: int = 50
     batch_size: int = 1
     grad_clip: float | None = 1.0
+    loss: str = "mse"
+    schedule: str = "exponential"
+    warmup_steps: int = 0
 
 
 @dataclass
@@ -178,10 +196,19 @@ def _validate(cfg: TrainConfig) -> None:
     _check_choice("data.coil_mode", d.coil_mode, COIL_MODES)
     _check_choice("data.crop_mode", d.crop_mode, CROP_MODES)
     _check_choice("run.device", r.device, DEVICES)
+    _check_choice("optim.loss", o.loss, LOSSES)
+    _check_choice("optim.schedule", o.schedule, SCHEDULES)
+    if o.warmup_steps < 0:
+        raise ValueError(f"optim.warmup_steps: must be >= 0, got {o.warmup_steps}")
+    coils = d.n_coils if isinstance(d.n_coils, list) else [d.n_coils]
+    if not coils or any(c < 1 for c in coils):
+        raise ValueError(f"data.n_coils: need positive coil counts, got {d.n_coils}")
+    lo_hi = d.noise_levels
+    if len(lo_hi) != 2 or not 0 <= lo_hi[0] <= lo_hi[1]:
+        raise ValueError(f"data.noise_levels: need [low, high] with 0 <= low <= high, got {lo_hi}")
     if d.source != "synthetic" and not d.path:
         raise ValueError(f"data.path: required for data.source={d.source!r}")
     positive = {
-        "data.n_coils": d.n_coils,
         "data.fixed_size": d.fixed_size,
         "data.frames": d.frames,
         "data.n_train": d.n_train,

@@ -83,6 +83,9 @@ class SyntheticCines(Sequence):
         Base seed; sample ``i`` uses ``default_rng([seed, i])``.
     coil_mode
         ``"single"`` (no maps) or ``"multi"`` (``n_coils`` Biot-Savart maps).
+    n_coils
+        Coil count, or a list of counts from which each sample draws one (coil geometry
+        varies with the count and the per-sample coil seed).
     frames, matrix
         Fixed frame count / ``(H, W)``; drawn per sample (12-30, 64-192) when ``None``.
     upsample
@@ -95,7 +98,7 @@ class SyntheticCines(Sequence):
         n: int,
         seed: int = 0,
         coil_mode: str = "single",
-        n_coils: int = 8,
+        n_coils: int | Sequence[int] = 8,
         frames: int | None = None,
         matrix: int | tuple[int, int] | None = None,
         upsample: int = 2,
@@ -106,7 +109,14 @@ class SyntheticCines(Sequence):
             raise ValueError(f"coil_mode must be 'single' or 'multi', got {coil_mode!r}")
         if upsample not in (1, 2):
             raise ValueError(f"upsample must be 1 or 2, got {upsample!r}")
-        self.n, self.seed, self.coil_mode, self.n_coils = n, seed, coil_mode, n_coils
+        counts = [n_coils] if isinstance(n_coils, int) else list(n_coils)
+        if not counts or any(
+            isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in counts
+        ):
+            raise ValueError(
+                f"n_coils must be a positive integer or a list of them, got {n_coils!r}"
+            )
+        self.n, self.seed, self.coil_mode, self.coil_counts = n, seed, coil_mode, counts
         self.frames, self.matrix, self.upsample = frames, matrix, upsample
 
     def __len__(self) -> int:
@@ -137,9 +147,26 @@ class SyntheticCines(Sequence):
         if self.coil_mode == "multi":
             support = body_support(p, h, w)
             rng = np.random.default_rng([self.seed, i, 1])
-            maps = coil_sensitivities(self.n_coils, h, w, rng, p, support=support)
+            n_coils = self.coil_counts[int(rng.integers(len(self.coil_counts)))]
+            maps = coil_sensitivities(n_coils, h, w, rng, p, support=support)
         target = image.numpy().astype(np.complex64)
         return CineSample(target, maps, f"synthetic-{self.seed}-{i}")
+
+
+def add_kspace_noise(
+    kspace: torch.Tensor, mask: torch.Tensor, sigma: float, rng: np.random.Generator
+) -> torch.Tensor:
+    """Add white complex Gaussian noise of standard deviation ``sigma`` to acquired samples.
+
+    This is the noise model of training and evaluation: ``passnet simulate``'s correlated coil
+    noise after prewhitening (unit mean diagonal, so ``sigma`` is its ``noise_level`` times the
+    peak). ``mask`` broadcasts against ``kspace``; unacquired samples stay zero.
+    """
+    if sigma == 0:
+        return kspace
+    white = torch.from_numpy(rng.standard_normal((*kspace.shape, 2), dtype=np.float32))
+    noise = torch.view_as_complex(white).to(kspace.dtype) * (sigma / np.sqrt(2))
+    return kspace + noise * mask
 
 
 def crop_windows(
@@ -191,6 +218,11 @@ class CineCropDataset(Dataset):
         Simulate multi-coil k-space when the sample has maps; ``False`` forces single-coil.
     cache_size
         Recently used source samples kept in memory (consecutive crops of one volume).
+    noise_levels
+        ``(low, high)``: white complex Gaussian noise is added to every acquired k-space
+        sample, with standard deviation ``level * max |target volume|`` per coil and ``level``
+        drawn uniformly from the range (fixed per item for validation). This is the noise
+        model of ``passnet simulate`` after prewhitening (docs/method.md).
 
     ``__getitem__`` returns a dict of tensors: ``kspace`` (``(T, H, W)`` or ``(C, T, H, W)``),
     ``mask`` (``(T, H, W)`` float32), ``target`` (``(T, H, W)``), ``scale`` (the divisor
@@ -209,7 +241,13 @@ class CineCropDataset(Dataset):
         train: bool = True,
         use_coil_maps: bool = True,
         cache_size: int = 2,
+        noise_levels: Sequence[float] = (0.0, 0.0),
     ) -> None:
+        if len(noise_levels) != 2 or not 0 <= noise_levels[0] <= noise_levels[1]:
+            raise ValueError(
+                f"noise_levels must be (low, high) with 0 <= low <= high, got {noise_levels}"
+            )
+        self.noise_levels = (float(noise_levels[0]), float(noise_levels[1]))
         if crop_mode not in ("multires", "fixed"):
             raise ValueError(f"crop_mode must be 'multires' or 'fixed', got {crop_mode!r}")
         if not masks:
@@ -244,15 +282,14 @@ class CineCropDataset(Dataset):
         i, (t0, y0, x0, ft, hs, ws) = self.index[k]
         return f"{self._sample(i).name}[t{t0}+{ft},y{y0}+{hs},x{x0}+{ws}]"
 
-    def _mask(self, k: int, shape: tuple[int, int, int]) -> torch.Tensor:
-        if self.train:
-            rng = np.random.default_rng()  # fresh entropy: differs per step and per worker
-            kind, accel = self.masks[int(rng.integers(len(self.masks)))]
-            seed = int(rng.integers(2**63 - 1))
-        else:
-            seed = seed_from_name(self.describe(k))
-            kind, accel = self.masks[seed % len(self.masks)]
-        return make_mask(kind, accel, *shape, seed=seed)
+    def _rng(self, k: int) -> np.random.Generator:
+        if self.train:  # fresh entropy: differs per step and per worker
+            return np.random.default_rng(int(torch.randint(2**62, ()).item()))
+        return np.random.default_rng(seed_from_name(self.describe(k)))
+
+    def _mask(self, rng: np.random.Generator, shape: tuple[int, int, int]) -> torch.Tensor:
+        kind, accel = self.masks[int(rng.integers(len(self.masks)))]
+        return make_mask(kind, accel, *shape, seed=int(rng.integers(2**63 - 1)))
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         i, (t0, y0, x0, ft, hs, ws) = self.index[k]
@@ -264,9 +301,12 @@ class CineCropDataset(Dataset):
         if sample.coil_maps is not None and self.use_coil_maps:
             crop = sample.coil_maps[:, y0 : y0 + hs, x0 : x0 + ws]
             maps = torch.from_numpy(np.ascontiguousarray(crop)).to(torch.complex64)
-        mask = self._mask(k, (ft, hs, ws))
+        rng = self._rng(k)
+        mask = self._mask(rng, (ft, hs, ws))
         op = EncodingOp(mask, None if maps is None else maps[None])
-        kspace = op.forward(target[None])
+        peak = float(np.abs(sample.target).max())
+        sigma = rng.uniform(*self.noise_levels) * peak
+        kspace = add_kspace_noise(op.forward(target[None]), mask, sigma, rng)
         scale = op.adjoint(kspace).abs().max().clamp(min=torch.finfo(torch.float32).tiny)
         item = {
             "kspace": kspace[0] / scale,
