@@ -168,16 +168,19 @@ def _quality(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str, 
     except ImportError as exc:  # training.evaluate is an optional part of the install
         return "Quality", f"skipped: training.evaluate unavailable ({exc})\n", "cpu"
     if args.quick:
-        size, coils, masks = (4, 32, 32), 1, ["vds-8"]
+        size, coils, masks = (4, 32, 32), 2, ["vds-8"]
     else:
-        size, coils, masks = (16, 128, 128), args.quality_coils, None
-    masks = masks or list(evaluate.DEFAULT_MASKS)
+        size, coils, masks = (16, 128, 128), args.quality_coils, list(evaluate.DEFAULT_MASKS)
     methods = [m for m in QUALITY_METHODS if not (args.no_bart and m.startswith("bart"))]
-    built = evaluate.build_methods(methods, args.weights, args.weights_uniform, "cpu")
+    weights = {"passnet": args.weights, "passnet-uniform": args.weights_uniform}
+    lambdas = {"bart-llr": dict.fromkeys(masks, 0.005)}  # untuned: run `passnet evaluate`
+    built = evaluate.build_methods(methods, weights, "cpu", lambdas)
     with tempfile.TemporaryDirectory(prefix="passnet_bench_quality_") as tmp:
-        results = evaluate.evaluate(built, masks, args.quality_cases, size, coils, Path(tmp))
-    table = evaluate.markdown_table(results, masks, args.quality_cases, size, coils)
-    return title, _demote(table), "cpu"
+        results = evaluate.evaluate_family(
+            built, "synthetic", masks, args.quality_cases, 0.02, Path(tmp), size, coils
+        )
+    text = evaluate.markdown({"synthetic": results}, masks, ["BART lambda 0.005, not tuned."])
+    return title, _demote(text), "cpu"
 
 
 def _demote(table: str) -> str:

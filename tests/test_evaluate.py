@@ -1,51 +1,104 @@
-"""Evaluation: a tiny run writes the table, the raw numbers and a figure; bart is optional."""
+"""Evaluation: tables with paired statistics, both phantom families, tuned BART, noise."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from passnet_core import bart
 from passnet_core.cli import main as passnet_main
+from training.eval_cases import case_data, make_cases
+from training.eval_report import MethodResult, paired_ci, paired_table
 
-TINY_ARGS = ["--n-cases", "1", "--size", "8,32,32", "--masks", "radial-8"]
+TINY_ARGS = ["--n-cases", "2", "--size", "6,32,32", "--masks", "radial-8", "--coils", "4"]
 
 
-def test_tiny_evaluation_writes_table_and_figure(tmp_path: Path, weights_file: Path) -> None:
+def test_tiny_evaluation_writes_tables_notes_and_figures(
+    tmp_path: Path, weights_file: Path
+) -> None:
     out = tmp_path / "eval"
-    args = ["evaluate", *TINY_ARGS, "--methods", "zero-filled,passnet"]
+    args = ["evaluate", *TINY_ARGS, "--families", "synthetic", "--methods", "zero-filled,passnet"]
     assert passnet_main([*args, "--weights", str(weights_file), "--out", str(out)]) == 0
-    table = (out / "evaluation.md").read_text()
-    assert "| zero-filled |" in table and "| passnet |" in table and "radial-8" in table
-    assert "- command: `" in table and "- machine: CPU" in table and "8 coils" in table
+    text = (out / "evaluation.md").read_text()
+    assert "## synthetic family (2 cases)" in text
+    assert "| zero-filled |" in text and "| passnet |" in text and "radial-8" in text
+    assert "| passnet − zero-filled |" in text and "95 % CI" in text
+    assert "Noise: white complex Gaussian" in text and "- command: `" in text
     raw = json.loads((out / "evaluation.json").read_text())
     for method in ("zero-filled", "passnet"):
-        scores = raw["methods"][method]
-        assert scores["skipped"] is None
-        assert len(scores["psnr"]["radial-8"]) == 1 and 5 < scores["psnr"]["radial-8"][0] < 60
-        assert 0 < scores["ssim"]["radial-8"][0] <= 1 and scores["seconds"][0] > 0
-    png = out / "fig_radial-8.png"
+        scores = raw["families"]["synthetic"][method]
+        assert scores["skipped"] is None and len(scores["psnr"]["radial-8"]) == 2
+        assert all(5 < v < 60 for v in scores["psnr"]["radial-8"])
+        assert all(0 < v <= 1 for v in scores["ssim"]["radial-8"])
+    png = out / "fig_synthetic_radial-8.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
-def test_missing_bart_and_untrained_ablation_are_skipped(
+def test_missing_bart_and_weights_are_skipped_with_reasons(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.setattr("passnet_core.bart.available", lambda: False)
     missing = tmp_path / "none.safetensors"
     monkeypatch.setattr("training.evaluate.ablation_weights_path", lambda: missing)
     out = tmp_path / "eval"
-    methods = "zero-filled,bart-llr,bart-tv,passnet-uniform"
-    assert passnet_main(["evaluate", *TINY_ARGS, "--methods", methods, "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "bart-llr: skipped (bart not installed)" in printed
-    table = (out / "evaluation.md").read_text()
-    assert "| bart-tv | skipped: bart not installed |" in table
-    assert f"| passnet-uniform | skipped: no weights at {missing}" in table
-    raw = json.loads((out / "evaluation.json").read_text())
-    assert raw["methods"]["bart-llr"]["psnr"] == {}
-    assert len(raw["methods"]["zero-filled"]["psnr"]["radial-8"]) == 1
+    methods = "zero-filled,bart-llr,passnet-uniform"
+    args = ["evaluate", *TINY_ARGS, "--families", "synthetic", "--n-cases", "1"]
+    assert passnet_main([*args, "--methods", methods, "--out", str(out)]) == 0
+    assert "bart-llr: skipped (bart not installed)" in capsys.readouterr().out
+    text = (out / "evaluation.md").read_text()
+    assert "| bart-llr | skipped: bart not installed |" in text
+    assert f"| passnet-uniform | skipped: no weights at {missing}" in text
+
+
+def test_paired_interval_matches_a_hand_computed_t_interval() -> None:
+    a, b = [30.0, 31.0, 32.5, 29.5], [29.0, 30.5, 31.0, 29.0]
+    diff = np.subtract(a, b)
+    mean, lo, hi = paired_ci(a, b)
+    half = 3.182446305284263 * diff.std(ddof=1) / 2.0  # t_{0.975, 3}
+    assert mean == pytest.approx(diff.mean())
+    assert (lo, hi) == pytest.approx((diff.mean() - half, diff.mean() + half))
+    # a constant offset is exact: zero-width interval
+    assert paired_ci([1.0, 2.0, 3.0], [0.0, 1.0, 2.0]) == pytest.approx((1.0, 1.0, 1.0))
+    results = {
+        "passnet": MethodResult("passnet", psnr={"m": a}, ssim={"m": [0.9] * 4}),
+        "lplus-s": MethodResult("lplus-s", psnr={"m": b}, ssim={"m": [0.8] * 4}),
+    }
+    row = paired_table(results, ["m"], "passnet")[-1]
+    assert row.startswith(f"| passnet − lplus-s | {mean:+.2f} dB [{lo:+.2f}, {hi:+.2f}] / +0.100")
+
+
+def test_families_differ_and_noise_follows_the_level() -> None:
+    synthetic = make_cases("synthetic", 1, 11, (6, 32, 32), coils=4)[0]
+    heldout = make_cases("heldout", 1, 11)[0]
+    assert synthetic.target.shape == (6, 32, 32) and synthetic.maps.shape[0] == 4
+    assert heldout.target.shape == (24, 112, 144) and heldout.maps.shape == (12, 112, 144)
+    np.testing.assert_allclose((np.abs(heldout.maps) ** 2).sum(0), 1.0, rtol=1e-5)
+    clean = case_data(heldout, "vds_lines-8", 0.0)
+    noisy = case_data(heldout, "vds_lines-8", 0.05)
+    again = case_data(heldout, "vds_lines-8", 0.05)
+    assert np.array_equal(noisy.kspace.numpy(), again.kspace.numpy())  # deterministic
+    acquired = clean.mask.bool().expand_as(clean.kspace)
+    assert not noisy.kspace[~acquired].abs().any()  # noise only where sampled
+    # both are normalised to max |A^H d| = 1, so compare in the units of the truth
+    residual = (noisy.kspace / noisy.target.abs().max()) - (clean.kspace / clean.target.abs().max())
+    sigma = float(residual[acquired].abs().pow(2).mean().sqrt())
+    assert sigma == pytest.approx(0.05, rel=0.05)
+
+
+@pytest.mark.skipif(not bart.available(), reason="bart is not installed (apt-get install bart)")
+def test_bart_lambda_is_tuned_per_mask_on_validation_cases(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    args = ["evaluate", *TINY_ARGS, "--families", "synthetic", "--n-cases", "1"]
+    assert passnet_main([*args, "--methods", "bart-llr", "--out", str(out)]) == 0
+    tuning = json.loads((out / "evaluation.json").read_text())["bart_tuning"]["bart-llr"]
+    grid = tuning["radial-8"]["grid"]
+    assert len(grid) >= 3 and float(tuning["radial-8"]["best"]) == float(
+        max(grid, key=grid.__getitem__)
+    )
+    assert "chosen radial-8:" in (out / "evaluation.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -54,6 +107,8 @@ def test_missing_bart_and_untrained_ablation_are_skipped(
         ["--size", "8,32"],
         ["--methods", "zero-filled,magic"],
         ["--masks", "spiral-4"],
+        ["--families", "real"],
+        ["--noise-level", "-1"],
         ["--weights", "/nonexistent/w.safetensors"],
     ],
 )

@@ -1,14 +1,20 @@
-"""``passnet evaluate``: PASSNet against classical methods on a held-out synthetic set.
+"""``passnet evaluate``: PASSNet against classical methods at their best, on two phantom families.
 
-Cases are phantom cines from a seed stream no training run uses; every (case, mask) pair gets
-a fixed mask seeded by :func:`~passnet_core.masks.seed_from_name`, so runs are comparable.
-k-space is normalised as the network expects (``max |A^H d| = 1``, docs/design.md) and every
-method sees the same data. Metrics follow NOTES.md section 3 (per volume, normalised by
-``max |ground truth|``; PSNR on complex images for single-coil, magnitudes for multi-coil).
+Cases (:mod:`training.eval_cases`): the training generator's cardiac cines from a held-out seed
+stream (``synthetic``) and an independent generator that training never draws from
+(``heldout``), both with k-space noise at ``passnet simulate``'s level unless ``--noise-level``
+says otherwise. Baselines are at their best: L+S runs the iteration count of the convergence
+study (:mod:`training.tuning`, docs/evaluation.md), and BART's regularisation weight is tuned
+per mask on validation cases disjoint from the test cases (the grid is in the notes).
 
-Output: a Markdown table (printed, ``OUT/evaluation.md``), the raw numbers
-(``OUT/evaluation.json``) and one comparison figure per mask for the first case
-(``OUT/fig_<mask>.png``, see :mod:`training.figures`).
+Metrics (docs/design.md): per volume, after dividing by ``max |ground truth|``: PSNR of
+magnitude images (multi-coil convention) and SSIM of magnitudes averaged over frames. The table
+gives mean ± sample std over cases and the paired difference of the shipped PASSNet to every
+other method with a 95 % t-interval.
+
+Output (announced on stdout): ``OUT/evaluation.md`` (tables, notes, command and machine),
+``OUT/evaluation.json`` (every number) and one figure per family and mask for the first case
+(``OUT/fig_<family>_<mask>.png``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,198 +31,215 @@ import torch
 
 from benchmarks.report import provenance
 from passnet_core import bart, baselines, metrics
-from passnet_core.fft import fft2c
 from passnet_core.inference import reconstruct
-from passnet_core.masks import make_mask, parse_mask_name, seed_from_name
-from passnet_core.weights import ablation_weights_path, default_weights_path, load_weights
-from training.data import SyntheticCines
+from passnet_core.masks import parse_mask_name
+from passnet_core.weights import (
+    ablation_weights_path,
+    default_weights_path,
+    load_weights,
+    paper_start_weights_path,
+)
+from training.eval_cases import (
+    FAMILIES,
+    SIMULATE_NOISE,
+    TEST_SEEDS,
+    CaseData,
+    case_data,
+    make_cases,
+)
+from training.eval_report import (
+    MethodResult,
+    paired_table,
+    scores_table,
+    strongest_baseline,
+)
 from training.figures import comparison_figure
+from training.tuning import (
+    BART_GRIDS,
+    BART_ITERS,
+    BART_REGULARISERS,
+    bart_pics,
+    tune_bart,
+    validation_data,
+)
 
 log = logging.getLogger("passnet.evaluate")
 
-EVAL_SEED = 7_000_001  # held out: training uses seeds 0.. and 1_000_000.. (validation)
-DEFAULT_MASKS = ("radial-8", "radial-16", "vds-8", "vds-10")
-METHODS = ("zero-filled", "lplus-s", "bart-llr", "bart-tv", "passnet-uniform", "passnet")
-BART_ARGS = {
-    "bart-llr": ["-R", "L:7:7:0.003", "-i", "100"],
-    "bart-tv": ["-R", "T:1024:0:0.03", "-i", "100"],
-}
+DEFAULT_MASKS = ("vds_lines-8", "radial-8", "vds-8")
+CLASSICAL = ("zero-filled", "lplus-s", "bart-llr", "bart-tv")
+PASSNETS = ("passnet-adjoint", "passnet-uniform", "passnet")
+METHODS = CLASSICAL + PASSNETS
+DEFAULT_METHODS = ("zero-filled", "lplus-s", "bart-llr", *PASSNETS)
 
-Recon = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-
-@dataclass
-class MethodResult:
-    """Scores of one method: per-mask lists, or the reason it did not run."""
-
-    name: str
-    skipped: str | None = None
-    psnr: dict[str, list[float]] = field(default_factory=dict)
-    ssim: dict[str, list[float]] = field(default_factory=dict)
-    seconds: list[float] = field(default_factory=list)
+Recon = Callable[[CaseData, str], torch.Tensor]  # (data, mask name) -> (1, T, H, W)
 
 
 # --------------------------------------------------------------------------- methods
 
 
-def _bart_pics(args: Sequence[str]) -> Recon:
-    """``bart pics`` on one volume; BART axes: 0 readout (W), 1 phase (H), 3 coil, 10 time."""
-
-    def run(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
-        k = kspace[0].numpy()
-        if maps is None:
-            k, sens = k[None], np.ones((1, *k.shape[-2:]), np.complex64)
-        else:
-            sens = maps[0].numpy()
-        c, t, h, w = k.shape
-        k_b = np.zeros((w, h, 1, c) + (1,) * 6 + (t,), np.complex64)
-        k_b[:, :, 0, :, 0, 0, 0, 0, 0, 0, :] = k.transpose(3, 2, 0, 1)
-        pattern = np.zeros((w, h) + (1,) * 8 + (t,), np.complex64)
-        pattern[:, :, 0, 0, 0, 0, 0, 0, 0, 0, :] = mask.numpy().transpose(2, 1, 0)
-        sens_b = sens.transpose(2, 1, 0)[:, :, None, :]
-        out = bart.run_bart(
-            ["pics", "-d0", "-S", *args, "-p", "pattern", "kspace", "sens", "image"],
-            {"kspace": k_b, "pattern": pattern, "sens": sens_b},
-            ["image"],
-        )["image"]
-        image = out.reshape(w, h, t).transpose(2, 1, 0)
-        return torch.from_numpy(np.ascontiguousarray(image))[None]
-
-    return run
-
-
 def _passnet(path: Path, device: str) -> Recon:
     model = load_weights(path, map_location="cpu")
 
-    def run(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
-        return reconstruct(kspace, mask, maps, model=model, device=device)
+    def run(data: CaseData, mask_name: str) -> torch.Tensor:
+        return reconstruct(data.kspace, data.mask, data.maps, model=model, device=device)
 
     return run
 
 
-def _passnet_or_reason(given: Path | None, shipped: Path, device: str) -> Recon | str:
-    """PASSNet with ``given`` weights, else the ``shipped`` ones; why not, if neither exists."""
-    path = given if given is not None else shipped
-    return _passnet(path, device) if path.is_file() else f"no weights at {path}"
+def _bart(method: str, lambdas: dict[str, float]) -> Recon:
+    def run(data: CaseData, mask_name: str) -> torch.Tensor:
+        return bart_pics(data, BART_REGULARISERS[method].format(lambdas[mask_name]))
+
+    return run
 
 
 def build_methods(
-    names: Sequence[str], weights: Path | None, weights_uniform: Path | None, device: str
+    names: Sequence[str],
+    weights: dict[str, Path | None],
+    device: str,
+    bart_lambdas: dict[str, dict[str, float]],
 ) -> dict[str, Recon | str]:
-    """Method name -> reconstruction function, or a string saying why it is skipped."""
+    """Method name -> reconstruction, or a string saying why it is skipped.
+
+    ``weights`` maps PASSNet method names to a weights file (``None``: the shipped one);
+    ``bart_lambdas`` maps BART methods to their tuned weight per mask.
+    """
+    shipped = {
+        "passnet": default_weights_path(),
+        "passnet-uniform": ablation_weights_path(),
+        "passnet-adjoint": paper_start_weights_path(),
+    }
     out: dict[str, Recon | str] = {}
     for name in names:
         if name == "zero-filled":
-            out[name] = baselines.zero_filled
+            out[name] = lambda d, m: baselines.zero_filled(d.kspace, d.mask, d.maps)
         elif name == "lplus-s":
-            out[name] = baselines.lplus_s
-        elif name in BART_ARGS:
-            out[name] = _bart_pics(BART_ARGS[name]) if bart.available() else "bart not installed"
-        elif name == "passnet-uniform":
-            out[name] = _passnet_or_reason(weights_uniform, ablation_weights_path(), device)
-        elif name == "passnet":
-            out[name] = _passnet_or_reason(weights, default_weights_path(), device)
+            out[name] = lambda d, m: baselines.lplus_s(d.kspace, d.mask, d.maps)
+        elif name in BART_REGULARISERS:
+            if not bart.available():
+                out[name] = "bart not installed"
+            else:
+                out[name] = _bart(name, bart_lambdas[name])
+        else:
+            path = weights.get(name) or shipped[name]
+            out[name] = _passnet(path, device) if path.is_file() else f"no weights at {path}"
     return out
 
 
 # --------------------------------------------------------------------------- evaluation
 
 
-def _case_data(
-    target: np.ndarray, maps: np.ndarray | None, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Undersampled k-space ``(1, [C,] T, H, W)`` normalised to ``max |A^H d| = 1``."""
-    x = torch.from_numpy(target)[None]
-    maps_t = None if maps is None else torch.from_numpy(maps)[None]
-    coil_images = x if maps_t is None else maps_t[:, :, None] * x[:, None]
-    kspace = fft2c(coil_images) * mask
-    scale = baselines.zero_filled(kspace, mask, maps_t).abs().max().clamp_min(1e-12)
-    return kspace / scale, maps_t, x[0] / scale
-
-
-def evaluate(
+def evaluate_family(
     methods: dict[str, Recon | str],
+    family: str,
     masks: Sequence[str],
     n_cases: int,
-    size: tuple[int, int, int],
-    coils: int,
+    noise_level: float,
     out_dir: Path,
+    size: tuple[int, int, int] | None = None,
+    coils: int = 8,
 ) -> dict[str, MethodResult]:
-    """Run every method on every (case, mask); write one figure per mask for case 0."""
-    t, h, w = size
-    cases = SyntheticCines(
-        n_cases,
-        seed=EVAL_SEED,
-        coil_mode="multi" if coils > 1 else "single",
-        n_coils=max(coils, 1),
-        frames=t,
-        matrix=(h, w),
-    )
+    """Run every method on every (case, mask) of ``family``; one figure per mask for case 0."""
+    cases = make_cases(family, n_cases, TEST_SEEDS[family], size, coils)
     results = {
         name: MethodResult(name, skipped=fn if isinstance(fn, str) else None)
         for name, fn in methods.items()
     }
-    for i in range(n_cases):
-        case = cases[i]
+    for i, case in enumerate(cases):
         for mask_name in masks:
-            kind, accel = parse_mask_name(mask_name)
-            mask = make_mask(kind, accel, t, h, w, seed=seed_from_name(f"{case.name}/{mask_name}"))
-            kspace, maps, target = _case_data(case.target, case.coil_maps, mask)
+            data = case_data(case, mask_name, noise_level)
             shown: dict[str, np.ndarray] = {}
+            line = []
             for name, fn in methods.items():
                 if isinstance(fn, str):
                     continue
                 start = time.perf_counter()
-                recon = fn(kspace, mask, maps)[0].to(torch.complex64).cpu()
+                recon = fn(data, mask_name)[0].to(torch.complex64).cpu()
                 results[name].seconds.append(time.perf_counter() - start)
-                results[name].psnr.setdefault(mask_name, []).append(
-                    float(metrics.psnr(recon, target, magnitude=coils > 1))
-                )
+                psnr = float(metrics.psnr(recon, data.target, magnitude=True))
+                results[name].psnr.setdefault(mask_name, []).append(psnr)
                 results[name].ssim.setdefault(mask_name, []).append(
-                    float(metrics.ssim(recon, target))
+                    float(metrics.ssim(recon, data.target))
                 )
                 shown[name] = recon.numpy()
+                line.append(f"{name} {psnr:.2f}")
             if i == 0 and shown:
-                comparison_figure(
-                    target.numpy(),
+                path = comparison_figure(
+                    data.target.numpy(),
                     shown,
-                    mask.numpy(),
-                    out_dir / f"fig_{mask_name}.png",
-                    title=f"{case.name}, {mask_name}",
-                    magnitude_psnr=coils > 1,
+                    data.mask.numpy(),
+                    out_dir / f"fig_{family}_{mask_name}.png",
+                    title=f"{case.name}, {mask_name}, noise {noise_level}",
+                    magnitude_psnr=True,
                 )
-            log.info("case %d/%d %s done", i + 1, n_cases, mask_name)
+                print(f"wrote {path}")
+            log.info("%s case %d/%d %s: %s", family, i + 1, n_cases, mask_name, ", ".join(line))
     return results
 
 
-def _cell(values: list[float], digits: int) -> str:
-    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
-
-
-def markdown_table(
-    results: dict[str, MethodResult], masks: Sequence[str], n_cases: int, size, coils: int
+def markdown(
+    per_family: dict[str, dict[str, MethodResult]],
+    masks: Sequence[str],
+    notes: list[str],
 ) -> str:
-    """The results as one Markdown table (PSNR dB / SSIM, mean ± std over cases)."""
-    convention = "magnitude" if coils > 1 else "complex"
-    lines = [
-        f"# PASSNet evaluation: {n_cases} synthetic case(s) of {'x'.join(map(str, size))} "
-        "(T x H x W), "
-        f"{'single-coil' if coils <= 1 else f'{coils} coils'}",
-        "",
-        f"PSNR (dB, {convention} images) / SSIM, mean ± std over cases; each volume normalised "
-        "by max |ground truth|.",
-        "",
-        "| method | " + " | ".join(masks) + " | time / volume (s) |",
-        "| --- | " + " | ".join("---" for _ in masks) + " | --- |",
+    """The evaluation as Markdown: per family a score table and a paired-difference table."""
+    lines = ["# PASSNet evaluation", ""]
+    for family, results in per_family.items():
+        n = max((len(r.psnr.get(masks[0], [])) for r in results.values()), default=0)
+        lines += [f"## {family} family ({n} cases)", ""]
+        lines += ["PSNR (dB) / SSIM, mean ± std over cases.", ""]
+        lines += scores_table(results, masks) + [""]
+        lines += ["Paired differences, mean [95 % CI] over cases (PSNR) / mean (SSIM):", ""]
+        lines += paired_table(results, masks, "passnet") + [""]
+        best = strongest_baseline(results, masks, CLASSICAL)
+        if best and "passnet" in results and not results["passnet"].skipped:
+            standing = []
+            for m, b in best.items():
+                gap = np.mean(results["passnet"].psnr[m]) - np.mean(results[b].psnr[m])
+                standing.append(f"{m}: {gap:+.2f} dB vs {b}")
+            lines += [
+                "Shipped PASSNet against the strongest classical method per mask: "
+                + "; ".join(standing)
+                + ".",
+                "",
+            ]
+    lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def _notes(args: argparse.Namespace, tuned: dict, families: Sequence[str]) -> list[str]:
+    notes = [
+        "Data: `synthetic` = cardiac cines of the training generator from a held-out seed "
+        f"stream (seed {TEST_SEEDS['synthetic']}, {args.size or '16,128,128'} T,H,W, "
+        f"{args.coils} coils); `heldout` = the independent generator of "
+        "training/heldout_phantom.py (24 x 112 x 144, 12-coil ring), which training never uses."
+        if "heldout" in families
+        else "Data: cardiac cines of the training generator from a held-out seed stream.",
+        f"Noise: white complex Gaussian on acquired samples, std {args.noise_level} x peak per "
+        "coil (passnet simulate's level after prewhitening).",
+        "Masks: fixed per (case, mask), seeded by name; vds_lines = per-frame random "
+        "Cartesian lines, radial-N = N golden-angle spokes per frame on the grid, vds = "
+        "per-frame variable-density random points (docs/method.md).",
+        "Metrics: per volume after dividing by max |truth|; PSNR on magnitudes, SSIM on "
+        "magnitudes averaged over frames; 95 % CI from Student's t on per-case differences.",
+        f"L+S: lambda_L {baselines.LPLUSS_LAMBDA_L}, lambda_S {baselines.LPLUSS_LAMBDA_S}, "
+        f"{baselines.LPLUSS_N_ITER} iterations, no early stop (convergence study, "
+        "docs/evaluation.md).",
     ]
-    for r in results.values():
-        if r.skipped:
-            cells = [f"skipped: {r.skipped}"] + ["" for _ in masks[1:]] + ["-"]
-        else:
-            cells = [f"{_cell(r.psnr[m], 2)} / {_cell(r.ssim[m], 3)}" for m in masks]
-            cells.append(f"{np.mean(r.seconds):.2f}")
-        lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    for method, per_mask in tuned.items():
+        chosen = ", ".join(f"{m}: {v['best']:g}" for m, v in per_mask.items())
+        grid = ", ".join(f"{v:g}" for v in BART_GRIDS[method])
+        notes.append(
+            f"{method}: `pics -R {BART_REGULARISERS[method].format('lambda')} -i {BART_ITERS}`, "
+            f"lambda tuned per mask on {args.tune_cases} validation cases (seeds disjoint from "
+            f"the test cases) over {{{grid}}}; chosen {chosen}."
+        )
+    notes.append(
+        "PASSNet variants: `passnet` = shipped default (L+S warm start), `passnet-adjoint` = "
+        "the paper's A^H d start, `passnet-uniform` = uniform-SVT ablation; all trained by "
+        "training/configs/cpu_default.yaml (docs/training.md). Times: CPU, this machine."
+    )
+    return notes
 
 
 # --------------------------------------------------------------------------- CLI
@@ -233,37 +255,66 @@ def _parse_list(text: str, allowed: Sequence[str] | None, what: str) -> list[str
     return items
 
 
-def _parse_size(text: str) -> tuple[int, int, int]:
+def _parse_size(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
     try:
         t, h, w = (int(v) for v in text.split(","))
     except ValueError:
         raise ValueError(f"--size: expected T,H,W integers, got {text!r}") from None
-    if t < 2 or h < 8 or w < 8:
-        raise ValueError(f"--size: need T >= 2 and H, W >= 8, got {text!r}")
+    if t < 2 or h < 16 or w < 16:
+        raise ValueError(f"--size: need T >= 2 and H, W >= 16, got {text!r}")
     return t, h, w
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``passnet evaluate``."""
-    parser.add_argument("--weights", type=Path, help="PASSNet (PASS) weights; default: shipped")
+    parser.add_argument("--weights", type=Path, help="PASSNet weights (default: shipped)")
     parser.add_argument(
-        "--weights-uniform",
-        type=Path,
-        help="uniform-SVT ablation weights; default: shipped ablation",
+        "--weights-uniform", type=Path, help="uniform-SVT ablation (default: shipped)"
     )
-    parser.add_argument("--n-cases", type=int, default=4, help="held-out cases (default 4)")
-    parser.add_argument("--out", type=Path, default=Path("evaluation"), help="output folder")
-    parser.add_argument("--masks", default=",".join(DEFAULT_MASKS), help="comma-separated masks")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
-    parser.add_argument("--size", default="16,128,128", help="T,H,W of the cases")
     parser.add_argument(
-        "--coils",
+        "--weights-adjoint", type=Path, help="paper-start (A^H d) variant (default: shipped)"
+    )
+    parser.add_argument("--n-cases", type=int, default=8, help="test cases per family (default 8)")
+    parser.add_argument(
+        "--families",
+        default=",".join(FAMILIES),
+        help=f"comma-separated, from {', '.join(FAMILIES)} (default: both)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("evaluation"), help="output folder (default evaluation/)"
+    )
+    parser.add_argument(
+        "--masks",
+        default=",".join(DEFAULT_MASKS),
+        help="comma-separated KIND-N names; kinds vds, vds_lines, radial, equispaced "
+        f"(default {','.join(DEFAULT_MASKS)})",
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated, from {', '.join(METHODS)} (default {','.join(DEFAULT_METHODS)})",
+    )
+    parser.add_argument(
+        "--size", default=None, help="T,H,W of the synthetic family (default 16,128,128)"
+    )
+    parser.add_argument(
+        "--coils", type=int, default=8, help="coils of the synthetic family (default 8)"
+    )
+    parser.add_argument(
+        "--noise-level",
+        type=float,
+        default=SIMULATE_NOISE,
+        help=f"k-space noise std relative to the peak (default {SIMULATE_NOISE}, as simulate)",
+    )
+    parser.add_argument(
+        "--tune-cases",
         type=int,
-        default=8,
-        help="coils per case (default 8, as the shipped weights were trained; 1 = single-coil, "
-        "the paper's setting)",
+        default=2,
+        help="validation cases for BART's lambda tuning (default 2)",
     )
-    parser.add_argument("--device", default="auto", help="device for PASSNet")
+    parser.add_argument("--device", default="auto", help="device for PASSNet (default auto)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -273,39 +324,60 @@ def run(args: argparse.Namespace) -> int:
         for m in masks:
             parse_mask_name(m)
         names = _parse_list(args.methods, METHODS, "methods")
+        families = _parse_list(args.families, FAMILIES, "families")
         size = _parse_size(args.size)
-        if args.n_cases < 1 or args.coils < 1:
-            raise ValueError("--n-cases and --coils must be >= 1")
-        for flag, path in (
-            ("--weights", args.weights),
-            ("--weights-uniform", args.weights_uniform),
-        ):
+        if args.n_cases < 1 or args.coils < 1 or args.tune_cases < 1:
+            raise ValueError("--n-cases, --coils and --tune-cases must be >= 1")
+        if not 0 <= args.noise_level < 1:
+            raise ValueError(f"--noise-level: need 0 <= level < 1, got {args.noise_level}")
+        weights = {
+            "passnet": args.weights,
+            "passnet-uniform": args.weights_uniform,
+            "passnet-adjoint": args.weights_adjoint,
+        }
+        for name, path in weights.items():
             if path is not None and not Path(path).is_file():
-                raise ValueError(f"{flag}: no file {path}")
+                raise ValueError(f"weights for {name}: no file {path}")
     except ValueError as err:
         log.error("%s", err)
         return 2
-    methods = build_methods(names, args.weights, args.weights_uniform, args.device)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bart_methods = [n for n in names if n in BART_REGULARISERS and bart.available()]
+    tuned: dict = {}
+    if bart_methods:
+        log.info("tuning %s on %d validation case(s)", ", ".join(bart_methods), args.tune_cases)
+        val = validation_data(masks, args.tune_cases, args.noise_level, size, args.coils)
+        tuned = tune_bart(bart_methods, masks, val)
+    lambdas = {m: {k: v["best"] for k, v in per.items()} for m, per in tuned.items()}
+    methods = build_methods(names, weights, args.device, lambdas)
     for name, fn in methods.items():
         if isinstance(fn, str):
             print(f"{name}: skipped ({fn})")
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = evaluate(methods, masks, args.n_cases, size, args.coils, out_dir)
-    table = markdown_table(results, masks, args.n_cases, size, args.coils)
-    print(table)
-    # command and machine under the table, so it can be quoted (``passnet bench --quality-from``)
-    (out_dir / "evaluation.md").write_text(f"{table}\n{provenance()}")
+    per_family = {
+        family: evaluate_family(
+            methods, family, masks, args.n_cases, args.noise_level, out_dir, size, args.coils
+        )
+        for family in families
+    }
+    text = markdown(per_family, masks, _notes(args, tuned, families))
+    print(text)
+    (out_dir / "evaluation.md").write_text(f"{text}\n{provenance()}")
     raw = {
         "n_cases": args.n_cases,
-        "size": list(size),
-        "coils": args.coils,
         "masks": masks,
-        "eval_seed": EVAL_SEED,
-        "methods": {
-            name: {"skipped": r.skipped, "psnr": r.psnr, "ssim": r.ssim, "seconds": r.seconds}
-            for name, r in results.items()
+        "noise_level": args.noise_level,
+        "test_seeds": TEST_SEEDS,
+        "bart_tuning": tuned,
+        "families": {
+            family: {
+                name: {"skipped": r.skipped, "psnr": r.psnr, "ssim": r.ssim, "seconds": r.seconds}
+                for name, r in results.items()
+            }
+            for family, results in per_family.items()
         },
     }
     (out_dir / "evaluation.json").write_text(json.dumps(raw, indent=1))
+    print(f"wrote {out_dir / 'evaluation.md'}")
+    print(f"wrote {out_dir / 'evaluation.json'}")
     return 0

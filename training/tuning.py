@@ -1,0 +1,206 @@
+"""Classical baselines at their best: BART regularisation tuning and a convergence study.
+
+Both run on *validation* cases (:data:`training.eval_cases.VALIDATION_SEEDS`), disjoint from
+the test cases that :mod:`training.evaluate` scores, so the baselines are tuned the way a user
+would tune them and the test numbers stay honest.
+
+* :func:`tune_bart` picks, per BART method and mask, the regularisation weight with the best
+  mean PSNR over the validation cases from a fixed grid (written into the table's notes).
+* ``python -m training.tuning --out docs/figures`` is the convergence study: PSNR against
+  iterations for L+S (every iteration) and for BART LLR (a few iteration counts), one curve per
+  mask, as ``convergence.png`` and ``convergence.json``; docs/evaluation.md quotes it and the
+  iteration counts in :mod:`passnet_core.baselines` and :data:`BART_ITERS` come from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from passnet_core import bart, baselines, metrics
+from training.eval_cases import SIMULATE_NOISE, VALIDATION_SEEDS, CaseData, case_data, make_cases
+
+log = logging.getLogger("passnet.tuning")
+
+BART_ITERS = 100
+BART_REGULARISERS = {"bart-llr": "L:7:7:{}", "bart-tv": "T:1024:0:{}"}
+BART_GRIDS = {
+    "bart-llr": (0.001, 0.002, 0.005, 0.01, 0.02),
+    "bart-tv": (0.003, 0.01, 0.03, 0.1),
+}
+
+
+def bart_pics(data: CaseData, regulariser: str, iterations: int = BART_ITERS) -> torch.Tensor:
+    """``bart pics`` on one case; BART axes: 0 readout (W), 1 phase (H), 3 coil, 10 time."""
+    k = data.kspace[0].numpy()
+    sens = data.maps[0].numpy()
+    c, t, h, w = k.shape
+    k_b = np.zeros((w, h, 1, c) + (1,) * 6 + (t,), np.complex64)
+    k_b[:, :, 0, :, 0, 0, 0, 0, 0, 0, :] = k.transpose(3, 2, 0, 1)
+    pattern = np.zeros((w, h) + (1,) * 8 + (t,), np.complex64)
+    pattern[:, :, 0, 0, 0, 0, 0, 0, 0, 0, :] = data.mask.numpy().transpose(2, 1, 0)
+    sens_b = sens.transpose(2, 1, 0)[:, :, None, :]
+    args = ["pics", "-d0", "-S", "-R", regulariser, "-i", str(iterations)]
+    out = bart.run_bart(
+        [*args, "-p", "pattern", "kspace", "sens", "image"],
+        {"kspace": k_b, "pattern": pattern, "sens": sens_b},
+        ["image"],
+    )["image"]
+    image = out.reshape(w, h, t).transpose(2, 1, 0)
+    return torch.from_numpy(np.ascontiguousarray(image))[None]
+
+
+def _psnr(recon: torch.Tensor, data: CaseData) -> float:
+    return float(metrics.psnr(recon[0].to(torch.complex64), data.target, magnitude=True))
+
+
+def tune_bart(
+    methods: Sequence[str], masks: Sequence[str], cases: dict[str, list[CaseData]]
+) -> dict[str, dict[str, dict]]:
+    """Best regularisation weight per BART method and mask on validation data.
+
+    Parameters
+    ----------
+    methods
+        BART method names (keys of :data:`BART_REGULARISERS`).
+    masks
+        Mask names.
+    cases
+        ``{mask: [CaseData, ...]}`` validation data.
+
+    Returns
+    -------
+    dict
+        ``{method: {mask: {"best": lam, "grid": {lam: mean PSNR}}}}``.
+    """
+    out: dict[str, dict[str, dict]] = {}
+    for method in methods:
+        out[method] = {}
+        for mask in masks:
+            grid = {}
+            for lam in BART_GRIDS[method]:
+                reg = BART_REGULARISERS[method].format(lam)
+                grid[lam] = float(np.mean([_psnr(bart_pics(d, reg), d) for d in cases[mask]]))
+                log.info("tuning %s %s lambda %g: %.2f dB", method, mask, lam, grid[lam])
+            out[method][mask] = {"best": max(grid, key=grid.__getitem__), "grid": grid}
+    return out
+
+
+def validation_data(
+    masks: Sequence[str],
+    n: int,
+    noise_level: float,
+    size: tuple[int, int, int] | None = None,
+    coils: int = 8,
+) -> dict[str, list[CaseData]]:
+    """``{mask: [CaseData]}`` for ``n`` validation cases of the synthetic family.
+
+    ``size`` and ``coils`` as for :func:`training.eval_cases.make_cases` (match the test
+    cases, so the tuned weight fits their matrix and coil count).
+    """
+    cases = make_cases("synthetic", n, VALIDATION_SEEDS["synthetic"], size, coils)
+    return {m: [case_data(c, m, noise_level) for c in cases] for m in masks}
+
+
+def convergence_study(
+    masks: Sequence[str], n: int, noise_level: float, lplus_s_iters: int, bart_iters: Sequence[int]
+) -> dict:
+    """PSNR against iterations for L+S and BART LLR (its tuned weight) on validation cases."""
+    data = validation_data(masks, n, noise_level)
+    tuned = tune_bart(["bart-llr"], masks, data) if bart.available() else {}
+    result: dict = {"n_cases": n, "noise_level": noise_level, "masks": {}}
+    for mask in masks:
+        curves = np.zeros((n, lplus_s_iters))
+        for i, d in enumerate(data[mask]):
+
+            def record(it: int, x: torch.Tensor, row: int = i, d: CaseData = d, out=curves) -> None:
+                out[row, it - 1] = _psnr(x, d)
+
+            baselines.lplus_s(
+                d.kspace, d.mask, d.maps, n_iter=lplus_s_iters, tol=0.0, monitor=record
+            )
+        entry: dict = {"lplus_s": curves.mean(0).tolist()}
+        if tuned:
+            lam = tuned["bart-llr"][mask]["best"]
+            reg = BART_REGULARISERS["bart-llr"].format(lam)
+            entry["bart_llr_lambda"] = lam
+            entry["bart_llr"] = {
+                str(k): float(np.mean([_psnr(bart_pics(d, reg, k), d) for d in data[mask]]))
+                for k in bart_iters
+            }
+        result["masks"][mask] = entry
+        log.info("convergence %s done", mask)
+    return result
+
+
+def convergence_figure(result: dict, path: Path) -> Path:
+    """PSNR-vs-iterations PNG of :func:`convergence_study`'s result."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for mask, entry in result["masks"].items():
+        curve = entry["lplus_s"]
+        (line,) = ax.plot(range(1, len(curve) + 1), curve, label=f"L+S {mask}")
+        if "bart_llr" in entry:
+            its = [int(k) for k in entry["bart_llr"]]
+            ax.plot(
+                its,
+                list(entry["bart_llr"].values()),
+                "o--",
+                color=line.get_color(),
+                label=f"BART LLR {mask} (lambda {entry['bart_llr_lambda']:g})",
+            )
+    ax.axvline(baselines.LPLUSS_N_ITER, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("PSNR (dB, magnitude)")
+    ax.set_title(
+        f"Convergence on {result['n_cases']} validation cines, noise {result['noise_level']}"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training.tuning``: run the convergence study and write its figure."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/figures"), help="output folder")
+    parser.add_argument("--masks", default="vds_lines-8,radial-8,vds-8", help="comma-separated")
+    parser.add_argument("--n-cases", type=int, default=2, help="validation cases (default 2)")
+    parser.add_argument("--noise-level", type=float, default=SIMULATE_NOISE)
+    parser.add_argument("--lplus-s-iters", type=int, default=300)
+    parser.add_argument("--bart-iters", default="25,50,100,200")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    masks = [m.strip() for m in args.masks.split(",") if m.strip()]
+    iters = [int(v) for v in args.bart_iters.split(",")]
+    result = convergence_study(masks, args.n_cases, args.noise_level, args.lplus_s_iters, iters)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "convergence.json").write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out / 'convergence.json'}")
+    print(f"wrote {convergence_figure(result, args.out / 'convergence.png')}")
+    for mask, entry in result["masks"].items():
+        curve = np.asarray(entry["lplus_s"])
+        print(
+            f"{mask}: L+S best {curve.max():.2f} dB at {int(curve.argmax()) + 1} iterations, "
+            f"{curve[baselines.LPLUSS_N_ITER - 1]:.2f} dB at {baselines.LPLUSS_N_ITER}; "
+            f"BART LLR {entry.get('bart_llr')}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
