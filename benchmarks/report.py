@@ -37,6 +37,13 @@ def command_line() -> str:
     argv = sys.argv[:]
     if argv and argv[0].endswith(("passnet", "__main__.py", "cli.py")):
         argv[0] = "passnet"
+    elif argv and argv[0].endswith(".py"):  # ``python -m pkg.mod``: no machine path in reports
+        script = Path(argv[0]).resolve()
+        try:
+            parts = script.with_suffix("").relative_to(Path.cwd().resolve()).parts
+        except ValueError:
+            parts = (script.stem,)
+        return " ".join(["python -m " + ".".join(parts), *map(shlex.quote, argv[1:])])
     return " ".join(shlex.quote(a) for a in argv)
 
 
