@@ -12,6 +12,7 @@ arbitrary pickled objects) and must hold ``{"meta": <the same object>, "state_di
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def default_weights_path() -> Path:
 
 
 def ablation_weights_path() -> Path:
-    """The uniform-SVT ablation trained like the default (``cpu_uniform_svt.yaml``).
+    """The uniform-SVT ablation trained like the default (``cpu_default.yaml`` with
+    ``--set model.shrinkage=uniform_svt``).
 
     Shipped for ``passnet evaluate`` and ``passnet bench``; reconstruction never uses it.
     """
@@ -94,6 +96,10 @@ def save_weights(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={METADATA_KEY: meta_json})
+    # safetensors writes owner-only (0600); weights are meant to be shared like any output file
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
     return path
 
 

@@ -83,3 +83,12 @@ def cine_stream(cine_file: Path) -> RawStream:
     frames = len({a.idx.phase for a in imaging}) * len({a.idx.repetition for a in imaging})
     slices = len({a.idx.slice for a in imaging})
     return RawStream(header_xml, acquisitions, frames, slices)
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MiB (Linux ``/proc``), for leak checks."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")

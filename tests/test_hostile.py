@@ -23,20 +23,13 @@ from pathlib import Path
 
 import ismrmrd
 import pytest
+from conftest import rss_mb
 
 from gadgets import protocol
 from gadgets.assembly import ACQ_IS_NOISE_MEASUREMENT, AcquisitionBuffer, flag_set
 from gadgets.server import PassnetServer, ServerSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def _encoded(write, *args) -> bytes:
@@ -96,14 +89,14 @@ def _imaging(cine_stream) -> list:
 def test_a_declared_length_reserves_no_memory_until_the_bytes_arrive(weights_file, cine_stream):
     settings = _settings(weights_file, timeout=3.0, max_message_bytes=2**30)
     with PassnetServer(settings) as server:
-        before = _rss_mb()
+        before = rss_mb()
         with socket.create_connection(server.address, timeout=15) as sock:
             # a config script declaring 600 MB, of which 6 bytes ever come
             sock.sendall(
                 struct.pack("<HI", protocol.MESSAGE_CONFIG_SCRIPT, 600_000_000) + b"<confi"
             )
             time.sleep(1.0)
-            grown = _rss_mb() - before
+            grown = rss_mb() - before
             replies = _replies(sock)
     assert grown < 50, f"server grew by {grown:.0f} MB for 6 bytes"
     (text,) = _texts(replies)
@@ -117,11 +110,11 @@ def test_a_data_message_declared_but_not_sent_holds_no_memory(weights_file, cine
     raw = struct.pack("<H", protocol.MESSAGE_ACQUISITION) + bytes(head) + b"\0" * 1000
     settings = _settings(weights_file, timeout=3.0, max_message_bytes=2**30)
     with PassnetServer(settings) as server:
-        before = _rss_mb()
+        before = rss_mb()
         with socket.create_connection(server.address, timeout=15) as sock:
             sock.sendall(_prefix(cine_stream.header_xml) + raw)
             time.sleep(1.0)
-            grown = _rss_mb() - before
+            grown = rss_mb() - before
             replies = _replies(sock)
     assert grown < 20, f"server grew by {grown:.0f} MB for 1 kB of a 48 MB message"
     assert any("whole message within 3.0 s" in t for t in _texts(replies))
@@ -145,9 +138,9 @@ def test_acquisition_header_declaring_a_huge_payload_is_refused_before_allocatin
     head.number_of_samples, head.trajectory_dimensions = 65535, 1900
     raw = struct.pack("<H", protocol.MESSAGE_ACQUISITION) + bytes(head)
     with PassnetServer(_settings(weights_file)) as server:
-        before = _rss_mb()
+        before = rss_mb()
         replies = _raw_session(server.address, _prefix(cine_stream.header_xml) + raw)
-        grown = _rss_mb() - before
+        grown = rss_mb() - before
     (text,) = _texts(replies)
     assert "acquisition of at least" in text and "exceeds the limit of 67108864" in text
     assert grown < 50

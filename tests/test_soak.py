@@ -12,6 +12,7 @@ import time
 import ismrmrd
 import pytest
 import torch
+from conftest import rss_mb
 
 from gadgets import protocol
 from gadgets.server import PassnetServer, ServerSettings
@@ -26,14 +27,6 @@ WALSH_CHAIN = (
     '<configuration><property name="coil_map_method" value="walsh"/></configuration>'
     "</external></stream></configuration>"
 )
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +69,7 @@ def test_soak_sequential_and_concurrent_sessions(tiny):
         expected = (2, [], True)
         for _ in range(20):  # warm-up: caches, allocator arenas of the session threads
             assert _session(server.address, tiny) == expected
-        before = _rss_mb()
+        before = rss_mb()
 
         sequential = [_session(server.address, tiny) for _ in range(SEQUENTIAL)]
 
@@ -94,7 +87,7 @@ def test_soak_sequential_and_concurrent_sessions(tiny):
             thread.start()
         for thread in threads:
             thread.join(60)
-        grown = _rss_mb() - before
+        grown = rss_mb() - before
         assert server.running_sessions() == 0
     elapsed = time.monotonic() - start
     assert sequential == [expected] * SEQUENTIAL

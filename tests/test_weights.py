@@ -178,3 +178,17 @@ def test_load_to_device_and_eval_output_matches(tmp_path):
 def test_save_rejects_non_json_meta(tmp_path):
     with pytest.raises(ValueError, match="JSON"):
         save_weights(_model(), tmp_path / "w.safetensors", extra_meta={"f": object()})
+
+
+def test_saved_weights_follow_the_umask_not_owner_only(tmp_path):
+    import os
+
+    from passnet_core.model import PASSNet
+    from passnet_core.weights import save_weights
+
+    old = os.umask(0o022)
+    try:
+        path = save_weights(PASSNet(TINY), tmp_path / "w.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
