@@ -1,4 +1,4 @@
-"""Cartesian k-t undersampling masks for cine MRI (NOTES.md section 2).
+"""Cartesian k-t undersampling masks for cine MRI (docs/method.md).
 
 Every mask is a ``torch.float32`` tensor of shape ``(T, H, W)`` holding 0/1, with DC at the
 centre ``(H//2, W//2)`` (never ``fftshift``ed) and DC sampled in every frame. ``H`` is the

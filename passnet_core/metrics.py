@@ -1,4 +1,4 @@
-"""Image quality metrics with the predecessors' conventions (NOTES.md section 3).
+"""Image quality metrics with the predecessors' conventions (docs/method.md).
 
 Both metrics work per volume: each ``(T, H, W)`` volume (reconstruction and reference alike)
 is divided by ``max |reference|`` of that volume, so the peak / data range is 1.

@@ -1,6 +1,6 @@
 """PASSNet: a deep unfolding low-rank + sparse network with position-aware SVT (PASS).
 
-One stage (paper section 3, NOTES.md section 1) on a complex image ``x`` ``(B, T, H, W)``:
+One stage (paper section 3, docs/method.md) on a complex image ``x`` ``(B, T, H, W)``:
 
 1. gradient step ``x~ = x - relu(mu) A^H (A x - d)``;
 2. low-rank branch ``L = Phi^H(SVT(Phi(x~))) + x~`` with a per-frame SVD of the ``H x W``

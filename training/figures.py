@@ -108,3 +108,37 @@ def comparison_figure(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def validation_curves(histories: Mapping[str, list[dict]], path: str | Path) -> Path:
+    """PNG of validation PSNR per epoch for several runs (``history.json`` of ``passnet train``).
+
+    Parameters
+    ----------
+    histories
+        Run name -> the list of per-epoch records (``val_psnr``, ``zf_psnr``, ``epoch``).
+    path
+        Output PNG file (parent folders are created).
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, history in histories.items():
+        epochs = [h["epoch"] + 1 for h in history]
+        ax.plot(epochs, [h["val_psnr"] for h in history], "o-", label=name)
+    first = next(iter(histories.values()))
+    if first:
+        ax.axhline(first[0]["zf_psnr"], color="grey", ls=":", label="zero-filled")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation PSNR (dB, magnitude)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
