@@ -218,7 +218,8 @@ def _notes(args: argparse.Namespace, tuned: dict, families: Sequence[str]) -> li
         f"Noise: white complex Gaussian on acquired samples, std {args.noise_level} x peak per "
         "coil (passnet simulate's level after prewhitening).",
         "Masks: fixed per (case, mask), seeded by name; vds_lines = per-frame random "
-        "Cartesian lines, radial-N = N golden-angle spokes per frame on the grid, vds = "
+        "Cartesian lines, radial-N = N lines through the centre per frame (random rotation "
+        "per frame) on the grid, vds = "
         "per-frame variable-density random points (docs/method.md).",
         "Metrics: per volume after dividing by max |truth|; PSNR on magnitudes, SSIM on "
         "magnitudes averaged over frames; 95 % CI from Student's t on per-case differences.",
