@@ -326,6 +326,18 @@ def _two_slices(cine_stream) -> list:
     return first + second
 
 
+def _two_slice_session(weights_file, cine_stream):
+    """One client session streaming two slices of ``cine_stream`` to a fresh server."""
+    with PassnetServer(_settings(weights_file)) as server:
+        return protocol.client_session(
+            server.address,
+            cine_stream.header_xml,
+            _two_slices(cine_stream),
+            config_name="passnet_raw.xml",
+            timeout=30,
+        )
+
+
 def test_memory_error_in_one_slice_keeps_the_other_slices_images(
     weights_file, cine_stream, monkeypatch
 ):
@@ -339,14 +351,7 @@ def test_memory_error_in_one_slice_keeps_the_other_slices_images(
         return original(self, slice_index, buf)
 
     monkeypatch.setattr(assembly.AcquisitionBuffer, "_assemble", assemble)
-    with PassnetServer(_settings(weights_file)) as server:
-        result = protocol.client_session(
-            server.address,
-            cine_stream.header_xml,
-            _two_slices(cine_stream),
-            config_name="passnet_raw.xml",
-            timeout=30,
-        )
+    result = _two_slice_session(weights_file, cine_stream)
     assert result.closed_cleanly
     assert {im.slice for im in result.images} == {1}
     assert len(result.images) == cine_stream.frames
@@ -367,14 +372,7 @@ def test_memory_error_in_the_network_keeps_the_other_slices_images(
         return original(item, params, engine)
 
     monkeypatch.setattr(chain, "reconstruct_slice", reconstruct)
-    with PassnetServer(_settings(weights_file)) as server:
-        result = protocol.client_session(
-            server.address,
-            cine_stream.header_xml,
-            _two_slices(cine_stream),
-            config_name="passnet_raw.xml",
-            timeout=30,
-        )
+    result = _two_slice_session(weights_file, cine_stream)
     assert {im.slice for im in result.images} == {0}
     assert any("slice 1 failed: not enough memory" in t for t in result.texts)
 

@@ -25,12 +25,13 @@ from passnet_core.fft import fft2c
 from passnet_core.masks import make_mask, parse_mask_name, seed_from_name
 from training.data import SyntheticCines, add_kspace_noise
 from training.heldout_phantom import HELDOUT_FRAMES, HELDOUT_MATRIX, heldout_cine
+from training.simulate import DEFAULT_NOISE
 
 FAMILIES = ("synthetic", "heldout")
 TEST_SEEDS = {"synthetic": 7_000_001, "heldout": 8_000_001}  # training uses 0.. and 1_000_000..
 VALIDATION_SEEDS = {"synthetic": 7_500_001, "heldout": 8_500_001}  # baseline tuning only
 HELDOUT_COILS = 12
-SIMULATE_NOISE = 0.02  # training.simulate.DEFAULT_NOISE, repeated to keep imports light
+SIMULATE_NOISE = DEFAULT_NOISE  # evaluation noise defaults to what `passnet simulate` writes
 
 
 @dataclass(frozen=True)
