@@ -92,3 +92,15 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+# The real scanner file lives in ../shared beside the checkout (CI has it, a fresh clone not).
+SIEMENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "siemens_bssfp_phantom_R3.h5"
+
+
+@pytest.fixture
+def siemens_file() -> str:
+    """Path of the real Siemens fixture; the test skips with the reason when it is absent."""
+    if not SIEMENS.is_file():
+        pytest.skip(f"real scanner file not found at {SIEMENS} (../shared is not beside the clone)")
+    return str(SIEMENS)

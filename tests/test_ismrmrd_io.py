@@ -6,16 +6,16 @@ import h5py
 import ismrmrd
 import numpy as np
 import pytest
-from test_assembly import SIEMENS, acquisitions, header_xml, known_cine
+from test_assembly import acquisitions, header_xml, known_cine
 
 from passnet_core.ismrmrd_io import parse_header, read_images, read_raw, write_images, write_raw
 
 
-def test_bulk_read_matches_ismrmrd_dataset():
-    raw = read_raw(SIEMENS)
+def test_bulk_read_matches_ismrmrd_dataset(siemens_file):
+    raw = read_raw(siemens_file)
     assert len(raw) == 69 and raw.header.encoding[0].encodedSpace.matrixSize.x == 384
     assert raw.data[0].shape == (14, 384) and raw.data[0].dtype == np.complex64
-    with ismrmrd.Dataset(SIEMENS, "dataset", mode="r") as dset:
+    with ismrmrd.Dataset(siemens_file, "dataset", mode="r") as dset:
         for i in (0, 1, 40, 68):
             ref = dset.read_acquisition(i)
             acq = raw.acquisition(i)

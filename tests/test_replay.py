@@ -6,7 +6,7 @@ import ismrmrd
 import numpy as np
 import pytest
 import torch
-from test_assembly import SIEMENS, acquisitions, header_xml, known_cine
+from test_assembly import acquisitions, header_xml, known_cine
 
 from passnet_core.cli import main
 from passnet_core.fft import fft2c
@@ -84,8 +84,8 @@ def test_simulated_cine_file(tmp_path, weights_file, cine_stream, cine_file):
 
 
 @pytest.mark.slow
-def test_siemens_scanner_file_end_to_end(tmp_path, weights_file):
-    rc, out = recon(tmp_path, SIEMENS, weights_file)
+def test_siemens_scanner_file_end_to_end(tmp_path, weights_file, siemens_file):
+    rc, out = recon(tmp_path, siemens_file, weights_file)
     assert rc == 0
     (image,) = read_images(out)["image_1"]
     assert image.matrix_size == (192, 144, 1)
