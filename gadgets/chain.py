@@ -28,7 +28,7 @@ from gadgets.assembly import (
     slices_from_recon_data,
 )
 from gadgets.images import build_images
-from gadgets.pipeline import FALLBACKS, ReconEngine, reconstruct_slice
+from gadgets.pipeline import FALLBACKS, METHODS, ReconEngine, reconstruct_slice
 
 log = logging.getLogger("passnet.chain")
 
@@ -40,6 +40,8 @@ class ChainParams:
     ``scale=None`` means automatic: each slice's largest magnitude becomes 4095 (float32
     images). ``max_matrix_elements`` bounds ``C*T*H*W`` of one slice before allocating,
     ``max_lines_per_slice`` the distinct lines one slice may buffer before it ends.
+    ``method`` picks the reconstruction: ``"passnet"`` (the product), or the classical
+    ``"lplus_s"`` / ``"zero_filled"`` for a side-by-side comparison on the same data.
     """
 
     weights: str | None = None
@@ -52,9 +54,11 @@ class ChainParams:
     image_series_index: int = 1
     coil_map_method: str = "espirit"
     fallback: str = "zero_filled"
+    method: str = "passnet"
 
     def __post_init__(self):
         checks = {
+            "method": METHODS,
             "frame_dimension": FRAME_DIMENSIONS,
             "output": ("magnitude", "complex"),
             "coil_map_method": ("espirit", "walsh"),
@@ -158,7 +162,7 @@ class _Chain:
         self.header, self.send, self.params = header, send, params
         self.cancel = cancel
         self.report = ChainReport()
-        self.engine = ReconEngine(params.weights, params.device, params.fallback)
+        self.engine = ReconEngine(params.weights, params.device, params.fallback, params.method)
         self.next_image_index = 1
         self._buffer: AcquisitionBuffer | None = None
         self._buffer_error: str | None = None

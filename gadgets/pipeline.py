@@ -20,6 +20,8 @@ from passnet_core.fft import ifft2c
 log = logging.getLogger("passnet.pipeline")
 
 FALLBACKS = ("zero_filled", "none")
+# What reconstructs a slice: the network, or a classical method for comparison.
+METHODS = ("passnet", "lplus_s", "zero_filled")
 # Automatic output scaling: the slice's largest magnitude becomes this value (a 12-bit range,
 # what scanner DICOM viewers expect); the images stay float32.
 AUTO_SCALE_MAX = 4095.0
@@ -37,14 +39,23 @@ class ReconEngine:
     fallback
         ``"zero_filled"``: reconstruct by zero-filled SENSE when the network cannot be loaded
         or fails; ``"none"``: the slice fails instead.
+    method
+        ``"passnet"``; ``"lplus_s"`` (classical L+S, :func:`passnet_core.baselines.lplus_s`)
+        or ``"zero_filled"`` (``A^H d``) reconstruct without the network.
     """
 
     def __init__(
-        self, weights: str | None = None, device: str = "auto", fallback: str = "zero_filled"
+        self,
+        weights: str | None = None,
+        device: str = "auto",
+        fallback: str = "zero_filled",
+        method: str = "passnet",
     ):
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
-        self.weights, self.device, self.fallback = weights, device, fallback
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.weights, self.device, self.fallback, self.method = weights, device, fallback, method
         self._model = None
         self.load_error: str | None = None
 
@@ -68,6 +79,15 @@ class ReconEngine:
         self, kspace: np.ndarray, mask: np.ndarray, coil_maps: np.ndarray | None
     ) -> tuple[np.ndarray, str]:
         """``(C, T, H, W)`` k-space -> ``((T, H, W)`` complex64 images, image comment)``."""
+        if self.method == "zero_filled":
+            return zero_filled_sense(kspace, mask, coil_maps), "zero-filled SENSE"
+        if self.method == "lplus_s":
+            from passnet_core.baselines import lplus_s
+
+            maps = None if coil_maps is None else coil_maps[None]
+            k = kspace[None] if coil_maps is not None else kspace[:1]
+            images = lplus_s(k, mask, maps)
+            return images[0].numpy().astype(np.complex64), "L+S (classical)"
         from passnet_core.inference import reconstruct
 
         k = torch.from_numpy(kspace)
