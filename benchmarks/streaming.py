@@ -195,7 +195,7 @@ def measure_streaming(
         raw_path = simulate_file(Path(tmp), shape)
         raw = read_raw(raw_path)
         params = ChainParams(weights=str(weights), device="cpu")
-        engine = ReconEngine(params.weights, params.device, params.fallback, params.method)
+        engine = ReconEngine(params)
         engine.model()  # load outside the timed steps
         result = StreamingResult(shape, n_stages, len(raw))
         result.split = latency_split(raw, params, engine)

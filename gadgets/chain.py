@@ -8,135 +8,22 @@ Only a failing ``send`` (the connection is gone) propagates.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import ismrmrd
+import numpy as np
 
-from gadgets.assembly import (
-    DEFAULT_MAX_LINES_PER_SLICE,
-    DEFAULT_MAX_MATRIX_ELEMENTS,
-    FRAME_DIMENSIONS,
-    AcquisitionBuffer,
-    SliceData,
-    SliceFailure,
-    slices_from_recon_data,
-)
+from gadgets.assembly import AcquisitionBuffer, SliceData, SliceFailure, slices_from_recon_data
+from gadgets.chain_config import ChainParams
 from gadgets.images import build_images
-from gadgets.pipeline import FALLBACKS, METHODS, ReconEngine, reconstruct_slice
+from gadgets.pipeline import ReconEngine, reconstruct_slice
+
+__all__ = ["ChainParams", "ChainReport", "run_chain"]
 
 log = logging.getLogger("passnet.chain")
-
-
-@dataclass(frozen=True)
-class ChainParams:
-    """Settings of the chain (the gadget's ``<configuration>`` properties).
-
-    ``scale=None`` means automatic: each slice's largest magnitude becomes 4095 (float32
-    images). ``max_matrix_elements`` bounds ``C*T*H*W`` of one slice before allocating,
-    ``max_lines_per_slice`` the distinct lines one slice may buffer before it ends.
-    ``method`` picks the reconstruction: ``"passnet"`` (the product), or the classical
-    ``"lplus_s"`` / ``"zero_filled"`` for a side-by-side comparison on the same data.
-    """
-
-    weights: str | None = None
-    device: str = "auto"
-    frame_dimension: str = "auto"
-    output: str = "magnitude"
-    scale: float | None = None
-    max_matrix_elements: int = DEFAULT_MAX_MATRIX_ELEMENTS
-    max_lines_per_slice: int = DEFAULT_MAX_LINES_PER_SLICE
-    image_series_index: int = 1
-    coil_map_method: str = "espirit"
-    fallback: str = "zero_filled"
-    method: str = "passnet"
-
-    def __post_init__(self):
-        checks = {
-            "method": METHODS,
-            "frame_dimension": FRAME_DIMENSIONS,
-            "output": ("magnitude", "complex"),
-            "coil_map_method": ("espirit", "walsh"),
-            "fallback": FALLBACKS,
-        }
-        for name, allowed in checks.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("max_matrix_elements", "max_lines_per_slice"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        if self.scale is not None and not self.scale > 0:
-            raise ValueError(f"scale must be positive, got {self.scale}")
-
-    @classmethod
-    def from_config(cls, config: Any) -> ChainParams:
-        """Build from an ``xml.etree`` element, an XML string, a dict or ``None``.
-
-        XML form: ``<configuration><property name="weights" value="..."/>...</configuration>``
-        (``<property><name>..</name><value>..</value></property>`` is accepted too).
-        Values are converted to the field types; empty strings and ``"none"`` for optional
-        fields mean ``None``.
-
-        Raises
-        ------
-        ValueError
-            Unknown key or a value of the wrong type.
-        """
-        if config is None:
-            return cls()
-        if isinstance(config, (str, bytes)):
-            text = config.decode() if isinstance(config, bytes) else config
-            if not text.strip():
-                return cls()
-            try:
-                config = ET.fromstring(text)
-            except ET.ParseError as exc:
-                raise ValueError(f"chain configuration is not valid XML: {exc}") from exc
-        if isinstance(config, ET.Element):
-            config = _properties(config)
-        if not isinstance(config, dict):
-            raise ValueError(f"unsupported configuration type {type(config).__name__}")
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
-        values = {}
-        for key, raw in config.items():
-            if key not in types:
-                raise ValueError(f"unknown chain parameter {key!r}; known: {sorted(types)}")
-            values[key] = _convert(key, raw, types[key])
-        return cls(**values)
-
-
-def _properties(root: ET.Element) -> dict[str, str]:
-    props = {}
-    for prop in root.iter("property"):
-        name = prop.get("name") or (prop.findtext("name") or "").strip()
-        value = prop.get("value")
-        if value is None:
-            value = (prop.findtext("value") or "").strip()
-        if name:
-            props[name] = value
-    return props
-
-
-def _convert(key: str, raw: Any, type_name: str) -> Any:
-    if not isinstance(raw, str):
-        return raw
-    text = raw.strip()
-    optional = "None" in str(type_name)
-    if optional and text.lower() in ("", "none", "null", "auto"):
-        return None
-    try:
-        if "int" in str(type_name):
-            return int(text)
-        if "float" in str(type_name):
-            return float(text)
-    except ValueError as exc:
-        raise ValueError(f"chain parameter {key!r}: cannot read {raw!r} as a number") from exc
-    return text
 
 
 @dataclass
@@ -149,6 +36,7 @@ class ChainReport:
     timings: list[dict] = field(default_factory=list)
     images_sent: int = 0
     acquisitions: int = 0
+    noise_covariance: np.ndarray | None = None  # from this stream's noise scans, if any
 
 
 class _Chain:
@@ -158,11 +46,14 @@ class _Chain:
         send: Callable[[object], None],
         params: ChainParams,
         cancel: threading.Event | None = None,
+        on_slice: Callable[[dict], None] | None = None,
+        noise_covariance: np.ndarray | None = None,
     ):
         self.header, self.send, self.params = header, send, params
-        self.cancel = cancel
+        self.cancel, self.on_slice = cancel, on_slice
+        self.prior_noise = noise_covariance
         self.report = ChainReport()
-        self.engine = ReconEngine(params.weights, params.device, params.fallback, params.method)
+        self.engine = ReconEngine(params)
         self.next_image_index = 1
         self._buffer: AcquisitionBuffer | None = None
         self._buffer_error: str | None = None
@@ -175,6 +66,7 @@ class _Chain:
                     self.params.frame_dimension,
                     self.params.max_matrix_elements,
                     self.params.max_lines_per_slice,
+                    self.prior_noise,
                 )
             except Exception as exc:  # any header problem: every acquisition is refused
                 self._buffer_error = f"cannot use the ISMRMRD header: {exc}"
@@ -259,6 +151,8 @@ class _Chain:
                 self.send(image)
             self.report.images_sent += len(images)
             self.report.slices_done += 1
+            if self.on_slice is not None:
+                self.on_slice(result.timing)
 
 
 def _why(exc: BaseException) -> str:
@@ -281,6 +175,8 @@ def run_chain(
     send: Callable[[object], None],
     params: ChainParams,
     cancel: threading.Event | None = None,
+    on_slice: Callable[[dict], None] | None = None,
+    noise_covariance: np.ndarray | None = None,
 ) -> ChainReport:
     """Reconstruct a stream of items and send the images.
 
@@ -297,6 +193,12 @@ def run_chain(
         Chain settings.
     cancel
         When set, stop reading and fail the slices not yet reconstructed (server shutdown).
+    on_slice
+        Called after each reconstructed slice with its timings (``slice``, ``network_s``,
+        ...): progress that tracks the slow step, not the acquisitions read.
+    noise_covariance
+        ``(C, C)`` noise covariance of an earlier noise measurement, for prewhitening when the
+        stream brings no noise scans of its own (Gadgetron's noise dependency).
 
     Returns
     -------
@@ -304,8 +206,9 @@ def run_chain(
         Exceptions raised by the iterator (truncated stream, timeouts) are recorded in
         ``errors``; the slices buffered so far are reconstructed before returning. A stream
         that yields no image and no error gets a "no images: ..." entry saying why.
+        ``noise_covariance`` holds the covariance of the stream's own noise scans.
     """
-    chain = _Chain(header, send, params, cancel)
+    chain = _Chain(header, send, params, cancel, on_slice, noise_covariance)
     iterator = iter(items)
     while cancel is None or not cancel.is_set():
         try:
@@ -320,8 +223,14 @@ def run_chain(
     report = chain.report
     if report.images_sent == 0 and not report.errors:
         chain.error(chain.no_images_reason())
-    if chain._buffer is not None and chain._buffer.skipped:
-        log.info("skipped non-imaging lines: %s", chain._buffer.skipped)
+    if chain._buffer is not None:
+        if chain._buffer.skipped:
+            log.info("skipped non-imaging lines: %s", chain._buffer.skipped)
+        try:
+            report.noise_covariance = chain._buffer.noise_covariance()
+        except ValueError:
+            pass  # unusable noise scans were already reported when prewhitening
+
     log.info(
         "chain finished: %d slices done, %d failed, %d images sent",
         report.slices_done, report.slices_failed, report.images_sent,

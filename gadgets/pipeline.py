@@ -15,47 +15,32 @@ import numpy as np
 import torch
 
 from gadgets.assembly import SliceData
+from gadgets.chain_config import ChainParams
 from passnet_core.fft import ifft2c
 
 log = logging.getLogger("passnet.pipeline")
 
-FALLBACKS = ("zero_filled", "none")
-# What reconstructs a slice: the network, or a classical method for comparison.
-METHODS = ("passnet", "lplus_s", "zero_filled")
 # Automatic output scaling: the slice's largest magnitude becomes this value (a 12-bit range,
 # what scanner DICOM viewers expect); the images stay float32.
 AUTO_SCALE_MAX = 4095.0
 
 
 class ReconEngine:
-    """Holds the (lazily loaded) network and the device.
+    """Holds the (lazily loaded) network and the device of one chain.
 
     Parameters
     ----------
-    weights
-        Weights file, or ``None`` for the shipped default weights.
-    device
-        ``"auto"``, ``"cpu"``, ``"cuda[:n]"``.
-    fallback
-        ``"zero_filled"``: reconstruct by zero-filled SENSE when the network cannot be loaded
-        or fails; ``"none"``: the slice fails instead.
-    method
-        ``"passnet"``; ``"lplus_s"`` (classical L+S, :func:`passnet_core.baselines.lplus_s`)
-        or ``"zero_filled"`` (``A^H d``) reconstruct without the network.
+    params
+        The chain's settings (validated there): ``weights`` (``None``: the shipped weights),
+        ``device``, ``fallback`` (``"zero_filled"``: zero-filled SENSE when the network cannot
+        be loaded or fails; ``"none"``: the slice fails instead) and ``method``
+        (``"lplus_s"`` / ``"zero_filled"`` reconstruct without the network).
     """
 
-    def __init__(
-        self,
-        weights: str | None = None,
-        device: str = "auto",
-        fallback: str = "zero_filled",
-        method: str = "passnet",
-    ):
-        if fallback not in FALLBACKS:
-            raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        self.weights, self.device, self.fallback, self.method = weights, device, fallback, method
+    def __init__(self, params: ChainParams | None = None) -> None:
+        params = params or ChainParams()
+        self.weights, self.device = params.weights, params.device
+        self.fallback, self.method = params.fallback, params.method
         self._model = None
         self.load_error: str | None = None
 
@@ -162,7 +147,9 @@ class SliceResult:
     timing: dict = field(default_factory=dict)
 
 
-def reconstruct_slice(slice_data: SliceData, params, engine: ReconEngine) -> SliceResult:
+def reconstruct_slice(
+    slice_data: SliceData, params: ChainParams, engine: ReconEngine
+) -> SliceResult:
     """Reconstruct every frame of one slice.
 
     Parameters
@@ -170,15 +157,13 @@ def reconstruct_slice(slice_data: SliceData, params, engine: ReconEngine) -> Sli
     slice_data
         From :mod:`gadgets.assembly`.
     params
-        A :class:`gadgets.chain.ChainParams` (uses ``output``: ``"magnitude"`` -> float32,
+        The chain's settings (uses ``output``: ``"magnitude"`` -> float32,
         ``"complex"`` -> complex64; ``scale``: multiplies the images, ``None`` = the slice's
         largest magnitude becomes 4095; ``coil_map_method``).
     engine
         Network holder.
     """
     output, scale = params.output, params.scale
-    if output not in ("magnitude", "complex"):
-        raise ValueError(f"output must be 'magnitude' or 'complex', got {output!r}")
     t0 = time.perf_counter()
     maps = estimate_maps(slice_data, params.coil_map_method)
     t1 = time.perf_counter()

@@ -15,7 +15,6 @@ import argparse
 import logging
 import os
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -45,44 +44,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def load_config(value: str | None) -> ET.Element | None:
-    """Resolve ``--config``: XML text, an XML file, or a name in ``gadgetron_configs``.
-
-    A full Gadgetron stream configuration is reduced to the ``<configuration>`` of its
-    ``<external>`` step.
-    """
-    if value is None:
-        return None
-    text = value
-    if not value.lstrip().startswith("<"):
-        path = Path(value)
-        if not path.is_file():
-            import gadgetron_configs
-
-            package = Path(gadgetron_configs.__file__).parent
-            candidates = [package / value, package / f"{value}.xml"]
-            path = next((p for p in candidates if p.is_file()), None)
-            if path is None:
-                raise ValueError(f"--config {value!r}: no such file or configuration name")
-        text = path.read_text()
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError as exc:
-        raise ValueError(f"--config is not valid XML: {exc}") from exc
-    external = root.find(".//external/configuration")
-    return external if external is not None else root
-
-
 def params_from_args(args: argparse.Namespace) -> ChainParams:
-    """``--config`` properties overridden by the explicit command-line options."""
-    base = ChainParams.from_config(load_config(args.config))
-    overrides = {
-        "weights": args.weights,
-        "device": args.device,
-        "frame_dimension": args.frame_dimension,
-    }
-    values = {**base.__dict__, **{k: v for k, v in overrides.items() if v is not None}}
-    return ChainParams(**values)
+    """``--config`` read by the one chain-config path, then the explicit options on top.
+
+    ``--config`` is XML text, an XML file or a shipped chain name: a whole Gadgetron chain is
+    interpreted exactly as ``passnet serve`` interprets it, a step ``<configuration>`` as the
+    gadget reads it (:meth:`gadgets.chain_config.ChainParams.from_config`).
+    """
+    from gadgets.chain_config import ChainParams, read_config_option
+
+    params = ChainParams.from_config(read_config_option(args.config))
+    return params.override(
+        weights=args.weights, device=args.device, frame_dimension=args.frame_dimension
+    )
 
 
 def check_paths(args: argparse.Namespace) -> None:

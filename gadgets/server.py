@@ -6,10 +6,13 @@ that protocol) can talk to it instead of a full Gadgetron. Per connection it rea
 ISMRMRD header (id 3), acquisitions/waveforms (1008/1026) until close (4), and answers with
 images (1022), a text message (5) when something went wrong, then close (4).
 
-The chain XML is interpreted, not executed: the native steps Python can stand in for are
-mapped onto the PASSNet chain (which prewhitens, removes oversampling and buffers by itself),
-the PASSNet ``<external>`` step contributes its ``<configuration>``, readers and writers are
-ignored, and any other native gadget is refused with a text message naming it.
+The chain XML is interpreted, not executed (:mod:`gadgets.chain_config`, the same path the
+gadget and ``passnet recon`` use): a native gadget the PASSNet chain cannot stand in for is
+refused with a text message naming it. A dependency query (the chain
+``gadgetron_ismrmrd_client`` sends before a file that declares a noise dependency) is answered
+as Gadgetron answers it, from the noise covariances of earlier sessions
+(:mod:`gadgets.dependency`); a later session whose header depends on such a noise measurement
+is prewhitened with it when it brings no noise scans of its own.
 
 Resource limits are the operator's (:class:`ServerSettings`), never the client's: the size of
 one message, the time one message may take, the time of a whole session, the slice matrix and
@@ -26,147 +29,46 @@ import signal
 import socket
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 import ismrmrd
-import ismrmrd.xsd
 
 from gadgets import protocol
-from gadgets.assembly import DEFAULT_MAX_LINES_PER_SLICE, DEFAULT_MAX_MATRIX_ELEMENTS
+from gadgets.chain_config import (
+    DEFAULT_MAX_LINES_PER_SLICE,
+    DEFAULT_MAX_MATRIX_ELEMENTS,
+    ChainParams,
+    UnsupportedChainError,
+    interpret_chain,
+    load_named_chain,
+    parse_xml,
+)
+from gadgets.dependency import (
+    NoiseRecord,
+    NoiseStore,
+    measurement_id,
+    noise_dependency,
+    noise_query_target,
+    query_answer,
+)
+from passnet_core.ismrmrd_io import parse_header
+
+__all__ = [
+    "PassnetServer",
+    "ServerSettings",
+    "UnsupportedChainError",
+    "interpret_chain",
+    "load_named_chain",
+    "serve_client",
+]
 
 LOG = logging.getLogger(__name__)
 
 # The chain and the header are XML of a few kB; a larger one is refused before it is read.
 MAX_XML_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-PASSNET_MODULE = "gadgets.passnet_gadget"
-PASSNET_TARGET = "reconstruct"
-
-# Native gadgets whose job the PASSNet chain does itself (value: what stands in for it).
-NATIVE_EQUIVALENTS = {
-    "NoiseAdjustGadget": "noise prewhitening in the PASSNet chain",
-    "RemoveROOversamplingGadget": "readout oversampling removal in the PASSNet chain",
-    "AcquisitionAccumulateTriggerGadget": "per-slice buffering in the PASSNet chain",
-    "BucketToBufferGadget": "per-slice buffering in the PASSNet chain",
-}
-# BucketToBuffer's N_dimension names the frame axis; these are the ones the chain supports.
-_FRAME_DIMENSIONS = {"phase", "repetition"}
-
-
-class UnsupportedChainError(ValueError):
-    """A chain this server cannot run (unknown native gadget, no PASSNet step, bad XML)."""
-
-
-def _properties(node: ET.Element) -> dict[str, str]:
-    """Properties of a chain node, in both the v2 (attribute) and the legacy (child) form."""
-    found: dict[str, str] = {}
-    for prop in node.findall("property"):
-        name = prop.get("name", prop.findtext("name"))
-        value = prop.get("value", prop.findtext("value"))
-        if name:
-            found[name.strip()] = (value or "").strip()
-    return found
-
-
-def _step_name(node: ET.Element) -> str:
-    return (node.findtext("classname") or node.findtext("name") or "?").strip()
-
-
-def interpret_chain(chain_xml: str) -> Any:
-    """Map a Gadgetron chain (version 2 XML) onto PASSNet chain parameters.
-
-    Parameters
-    ----------
-    chain_xml
-        The chain as sent in a config script or read from a shipped config file.
-
-    Returns
-    -------
-    gadgets.chain.ChainParams
-        The PASSNet step's ``<configuration>`` properties, plus ``frame_dimension`` from a
-        BucketToBufferGadget's ``N_dimension`` when the PASSNet step does not set it.
-
-    Raises
-    ------
-    UnsupportedChainError
-        The XML does not parse, is not a version-2 ``<configuration>``, names a native gadget
-        with no Python equivalent here, an external step other than PASSNet, or no PASSNet step.
-    """
-    from gadgets.chain import ChainParams
-
-    try:
-        root = ET.fromstring(chain_xml.strip().rstrip("\0"))
-    except ET.ParseError as exc:
-        raise UnsupportedChainError(f"chain is not valid XML: {exc}") from exc
-    if root.tag != "configuration" or root.find("stream") is None:
-        raise UnsupportedChainError(
-            f"chain root is <{root.tag}>; expected a Gadgetron 4 <configuration> with a <stream>"
-        )
-    version = (root.findtext("version") or "2").strip()
-    if version != "2":
-        raise UnsupportedChainError(f"chain format version {version} is not supported (need 2)")
-
-    passnet_config: ET.Element | None = None
-    passnet_steps = 0
-    frame_dimension: str | None = None
-    for node in root.find("stream"):
-        if node.tag == "gadget":
-            name = _step_name(node)
-            if name not in NATIVE_EQUIVALENTS:
-                raise UnsupportedChainError(
-                    f"native gadget {name!r} has no equivalent in 'passnet serve'; supported: "
-                    f"{', '.join(sorted(NATIVE_EQUIVALENTS))} and the PASSNet external step"
-                )
-            if name == "BucketToBufferGadget":
-                n_dimension = _properties(node).get("N_dimension", "").lower()
-                if n_dimension in _FRAME_DIMENSIONS:
-                    frame_dimension = n_dimension
-            LOG.debug("chain step %s -> %s", name, NATIVE_EQUIVALENTS[name])
-        elif node.tag == "external":
-            execute = node.find("execute")
-            module = execute.get("name", "") if execute is not None else ""
-            target = execute.get("target", "") if execute is not None else ""
-            if (module, target) != (PASSNET_MODULE, PASSNET_TARGET):
-                what = f"{module}.{target}" if execute is not None else "an external <connect>"
-                raise UnsupportedChainError(
-                    f"external step {what!r} is not the PASSNet step "
-                    f"({PASSNET_MODULE}.{PASSNET_TARGET})"
-                )
-            passnet_steps += 1
-            passnet_config = node.find("configuration")
-        else:
-            raise UnsupportedChainError(
-                f"chain step <{node.tag}> is not supported by 'passnet serve' "
-                "(only <gadget> and <external>)"
-            )
-    if passnet_steps != 1:
-        raise UnsupportedChainError(
-            f"chain must contain exactly one PASSNet external step, found {passnet_steps}"
-        )
-    try:
-        params = ChainParams.from_config(passnet_config)
-    except ValueError as exc:
-        raise UnsupportedChainError(f"PASSNet step configuration: {exc}") from exc
-    explicit = passnet_config is not None and "frame_dimension" in _properties(passnet_config)
-    if frame_dimension is not None and not explicit:
-        params = replace(params, frame_dimension=frame_dimension)
-    return params
-
-
-def load_named_chain(name: str) -> str:
-    """Text of a shipped chain (``gadgetron_configs``) named by a config-file message."""
-    from gadgetron_configs import config_path
-
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise UnsupportedChainError(f"config file name {name!r} must be a plain file name")
-    try:
-        return config_path(name).read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise UnsupportedChainError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -227,7 +129,7 @@ class ServerSettings:
         if self.shutdown_grace < 0:
             raise ValueError(f"shutdown_grace must be >= 0, got {self.shutdown_grace}")
 
-    def apply(self, params: Any, peer: str = "client") -> Any:
+    def apply(self, params: ChainParams, peer: str = "client") -> ChainParams:
         """Chain parameters under the server's rules.
 
         The weights are always the server's (a chain's ``weights`` is ignored, without
@@ -256,14 +158,34 @@ def _read_chain(stream: protocol.SocketStream) -> str:
     raise protocol.ProtocolError(f"expected a config file or script first, got {message.name}")
 
 
-def _read_header(stream: protocol.SocketStream) -> Any:
+def _read_header(stream: protocol.SocketStream) -> ismrmrd.xsd.ismrmrdHeader:
     message = protocol.read_message(stream)
     if message.id != protocol.MESSAGE_HEADER:
         raise protocol.ProtocolError(f"expected the ISMRMRD header, got {message.name}")
     try:
-        return ismrmrd.xsd.CreateFromDocument(message.item)
-    except Exception as exc:  # xsdata raises several parser-specific types
-        raise protocol.ProtocolError(f"header is not an ISMRMRD XML header: {exc}") from exc
+        return parse_header(message.item)
+    except ValueError as exc:
+        raise protocol.ProtocolError(str(exc)) from exc
+
+
+def _answer_dependency_query(
+    stream: protocol.SocketStream, target: str, noise_store: NoiseStore, peer: str
+) -> None:
+    """Answer a noise dependency query as Gadgetron does: one meta message (then close).
+
+    The client sends close right after the chain; a header or data before it is read and
+    dropped (Gadgetron's NoiseSummaryGadget ignores data too).
+    """
+    while protocol.read_message(stream).id != protocol.MESSAGE_CLOSE:
+        pass
+    record = noise_store.get(target)
+    LOG.info(
+        "%s: dependency query for noise measurement %r: %s",
+        peer,
+        target,
+        "found" if record is not None else "not known to this server",
+    )
+    protocol.write_dependency_answer(stream, query_answer(record))
 
 
 def _incoming_items(stream: protocol.SocketStream) -> Iterator[Any]:
@@ -281,6 +203,7 @@ def serve_client(
     settings: ServerSettings,
     release: Any = None,
     cancel: threading.Event | None = None,
+    noise_store: NoiseStore | None = None,
 ) -> Any:
     """Run one client session to the end and close the socket; never raises.
 
@@ -296,6 +219,10 @@ def serve_client(
     cancel
         Set by a server that is shutting down: stop reading, skip slices not yet
         reconstructed, tell the client and close.
+    noise_store
+        Noise covariances by measurement ID, shared by the server's sessions: answers
+        dependency queries, prewhitens measurements that depend on a stored noise
+        measurement, and receives the noise of each session that brings noise scans.
 
     Returns
     -------
@@ -323,11 +250,31 @@ def serve_client(
     def stopping() -> str:
         return "PASSNet server shutting down; " if cancel is not None and cancel.is_set() else ""
 
+    noise_store = noise_store if noise_store is not None else NoiseStore()
     try:
-        params = settings.apply(interpret_chain(_read_chain(stream)), peer)
+        chain = parse_xml(_read_chain(stream))
+        query = noise_query_target(chain)
+        if query is not None:
+            _answer_dependency_query(stream, query, noise_store, peer)
+            return None
+        params = settings.apply(interpret_chain(chain), peer)
         header = _read_header(stream)
         stream.max_message_bytes = settings.max_message_bytes  # data messages from here on
-        report = run_chain(header, _incoming_items(stream), send, params, cancel=cancel)
+        depends_on = noise_dependency(header)
+        prior = noise_store.get(depends_on) if depends_on else None
+        if prior is not None:
+            LOG.info("%s: noise measurement %r known: prewhitening with it", peer, depends_on)
+        report = run_chain(
+            header,
+            _incoming_items(stream),
+            send,
+            params,
+            cancel=cancel,
+            noise_covariance=None if prior is None else prior.covariance,
+        )
+        own_id = measurement_id(header)
+        if report.noise_covariance is not None and own_id:
+            noise_store.put(own_id, NoiseRecord(report.noise_covariance))
         LOG.info(
             "%s: %d slice(s) reconstructed, %d failed, %d image(s) sent",
             peer,
@@ -405,6 +352,7 @@ class PassnetServer:
         self._clients: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._accept_thread: threading.Thread | None = None
+        self.noise_store = NoiseStore()  # noise covariances by measurement ID, all sessions
 
     @property
     def address(self) -> tuple[str, int]:
@@ -483,7 +431,13 @@ class PassnetServer:
                 self._slots.release()
 
         try:
-            serve_client(sock, self.settings, release=release, cancel=self._cancel)
+            serve_client(
+                sock,
+                self.settings,
+                release=release,
+                cancel=self._cancel,
+                noise_store=self.noise_store,
+            )
         finally:
             release()
             with self._lock:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gadgetron_configs import shipped_configs
-from gadgets.server import NATIVE_EQUIVALENTS, interpret_chain
+from gadgets.chain_config import NATIVE_EQUIVALENTS, interpret_chain
 
 CONFIGS = shipped_configs()
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -97,7 +97,7 @@ def test_siemens_scanner_file_end_to_end(tmp_path, weights_file, siemens_file):
 def test_config_names_files_and_overrides(tmp_path):
     import argparse
 
-    from gadgets.replay import add_arguments, load_config, params_from_args
+    from gadgets.replay import add_arguments, params_from_args
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -107,8 +107,9 @@ def test_config_names_files_and_overrides(tmp_path):
     args = parser.parse_args(["in.h5", "--out", "o.h5", "--config", xml, "--device", "cpu"])
     params = params_from_args(args)
     assert params.output == "complex" and params.device == "cpu"
-    with pytest.raises(ValueError, match="no such file or configuration name"):
-        load_config("no_such_config")
+    args = parser.parse_args(["in.h5", "--out", "o.h5", "--config", "no_such_config"])
+    with pytest.raises(ValueError, match="no such file or shipped chain name"):
+        params_from_args(args)
 
 
 # ------------------------------------------------------------ paths and unreadable input

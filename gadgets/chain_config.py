@@ -1,0 +1,351 @@
+"""The one path from chain XML to :class:`ChainParams`: parse, interpret, coerce, override.
+
+The external gadget (``connection.config``: the PASSNet step's ``<configuration>``), the
+server (a whole chain sent by a client, or a shipped chain named by it) and ``passnet recon
+--config`` all go through :meth:`ChainParams.from_config`, so one XML gives one set of
+parameters whatever the transport (tests/test_chain_config.py checks this).
+
+A whole Gadgetron 4 chain (``<configuration>`` with a ``<stream>``) is *interpreted*, not
+executed: the native steps Python stands in for are accepted (the PASSNet chain prewhitens,
+removes oversampling and buffers by itself), readers and writers are ignored, the PASSNet
+``<external>`` step contributes its ``<configuration>``, and any other native gadget is refused
+with :class:`UnsupportedChainError` naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gadgets.assembly import (
+    DEFAULT_MAX_LINES_PER_SLICE,
+    DEFAULT_MAX_MATRIX_ELEMENTS,
+    FRAME_DIMENSIONS,
+)
+
+LOG = logging.getLogger(__name__)
+
+PASSNET_MODULE = "gadgets.passnet_gadget"
+PASSNET_TARGET = "reconstruct"
+
+# Values of the chain's options (checked in one place: ChainParams.__post_init__).
+OUTPUTS = ("magnitude", "complex")
+COIL_MAP_METHODS = ("espirit", "walsh")
+FALLBACKS = ("zero_filled", "none")
+METHODS = ("passnet", "lplus_s", "zero_filled")
+
+# Native gadgets whose job the PASSNet chain does itself (value: what stands in for it).
+NATIVE_EQUIVALENTS = {
+    "NoiseAdjustGadget": "noise prewhitening in the PASSNet chain",
+    "RemoveROOversamplingGadget": "readout oversampling removal in the PASSNet chain",
+    "AcquisitionAccumulateTriggerGadget": "per-slice buffering in the PASSNet chain",
+    "BucketToBufferGadget": "per-slice buffering in the PASSNet chain",
+}
+
+# The gadget of the dependency query gadgetron_ismrmrd_client sends before a measurement
+# that declares a noise dependency (see gadgets/dependency.py).
+NOISE_SUMMARY_GADGET = "NoiseSummaryGadget"
+
+
+class UnsupportedChainError(ValueError):
+    """A chain this package cannot run (unknown native gadget, no PASSNet step, bad XML)."""
+
+
+@dataclass(frozen=True)
+class ChainParams:
+    """Settings of the chain (the PASSNet step's ``<configuration>`` properties).
+
+    Attributes
+    ----------
+    weights
+        Weights file; ``None``: the shipped weights (a server ignores this and uses its own).
+    device
+        ``"auto"``, ``"cpu"`` or ``"cuda[:n]"``.
+    frame_dimension
+        Acquisition counter holding the cardiac phase: one of :data:`FRAME_DIMENSIONS`
+        (``"auto"``: from the header's encoding limits).
+    output
+        ``"magnitude"`` (float32 images) or ``"complex"`` (complex64).
+    scale
+        Factor applied to the images; ``None``: each slice's largest magnitude becomes 4095.
+    max_matrix_elements
+        Bound on ``C*T*H*W`` of one slice, checked before allocating.
+    max_lines_per_slice
+        Distinct lines one slice may buffer before it ends.
+    image_series_index
+        ``image_series_index`` of the images sent back.
+    coil_map_method
+        ``"espirit"`` or ``"walsh"``.
+    fallback
+        ``"zero_filled"``: zero-filled SENSE when the network cannot run; ``"none"``: the
+        slice fails instead.
+    method
+        ``"passnet"`` (the product), or the classical ``"lplus_s"`` / ``"zero_filled"`` for a
+        side-by-side comparison on the same data.
+    """
+
+    weights: str | None = None
+    device: str = "auto"
+    frame_dimension: str = "auto"
+    output: str = "magnitude"
+    scale: float | None = None
+    max_matrix_elements: int = DEFAULT_MAX_MATRIX_ELEMENTS
+    max_lines_per_slice: int = DEFAULT_MAX_LINES_PER_SLICE
+    image_series_index: int = 1
+    coil_map_method: str = "espirit"
+    fallback: str = "zero_filled"
+    method: str = "passnet"
+
+    def __post_init__(self) -> None:
+        choices = {
+            "frame_dimension": FRAME_DIMENSIONS,
+            "output": OUTPUTS,
+            "coil_map_method": COIL_MAP_METHODS,
+            "fallback": FALLBACKS,
+            "method": METHODS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("max_matrix_elements", "max_lines_per_slice"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.scale is not None and not self.scale > 0:
+            raise ValueError(f"scale must be positive, got {self.scale}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"device must be auto, cpu or cuda[:n], got {self.device!r}")
+
+    @classmethod
+    def from_config(cls, config: ET.Element | str | bytes | dict | None) -> ChainParams:
+        """Build from a whole chain, a step ``<configuration>``, a dict or ``None``.
+
+        Parameters
+        ----------
+        config
+            A whole Gadgetron 4 chain (element or XML text: interpreted by
+            :func:`interpret_chain`), the PASSNet step's ``<configuration>`` element or text
+            (what the external gadget receives), a ``{name: value}`` dict, or ``None``
+            (defaults). Property values are coerced to the field types; empty strings and
+            ``"none"`` for optional fields mean ``None``.
+
+        Raises
+        ------
+        ValueError
+            Bad XML, an unknown key, a value of the wrong type or out of range
+            (:class:`UnsupportedChainError` for a whole chain this package cannot run).
+        """
+        if config is None:
+            return cls()
+        if isinstance(config, (str, bytes)):
+            text = (config.decode() if isinstance(config, bytes) else config).strip().rstrip("\0")
+            if not text:
+                return cls()
+            config = parse_xml(text)
+        if isinstance(config, ET.Element):
+            if is_whole_chain(config):
+                return interpret_chain(config)
+            config = properties(config)
+        if not isinstance(config, dict):
+            raise ValueError(f"unsupported configuration type {type(config).__name__}")
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        values = {}
+        for key, raw in config.items():
+            if key not in types:
+                raise ValueError(f"unknown chain parameter {key!r}; known: {sorted(types)}")
+            values[key] = _coerce(key, raw, types[key])
+        return cls(**values)
+
+    def override(self, **changes: Any) -> ChainParams:
+        """A copy with the given fields changed; ``None`` values leave a field as it is."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _coerce(key: str, raw: Any, type_name: str) -> Any:
+    """A property's text as the field's type (``type_name`` is the annotation string)."""
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    if "None" in type_name and text.lower() in ("", "none", "null", "auto"):
+        return None
+    try:
+        if "int" in type_name:
+            return int(text)
+        if "float" in type_name:
+            return float(text)
+    except ValueError as exc:
+        raise ValueError(f"chain parameter {key!r}: cannot read {raw!r} as a number") from exc
+    return text
+
+
+# ----------------------------------------------------------------------------- XML reading
+
+
+def parse_xml(text: str) -> ET.Element:
+    """Parse chain XML (a trailing NUL, as ``gadgetron_ismrmrd_client`` sends, is dropped)."""
+    try:
+        return ET.fromstring(text.strip().rstrip("\0"))
+    except ET.ParseError as exc:
+        raise UnsupportedChainError(f"chain is not valid XML: {exc}") from exc
+
+
+def local_name(tag: str) -> str:
+    """``{namespace}name`` -> ``name`` (legacy chains carry Gadgetron's XML namespace)."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def _child_text(node: ET.Element, name: str) -> str | None:
+    for child in node:
+        if local_name(child.tag) == name:
+            return (child.text or "").strip()
+    return None
+
+
+def properties(node: ET.Element) -> dict[str, str]:
+    """The ``<property>`` children of one node, in the v2 (attribute) or legacy (child) form.
+
+    Only direct children count: a step's properties, never those of nested nodes.
+    """
+    found: dict[str, str] = {}
+    for prop in node:
+        if local_name(prop.tag) != "property":
+            continue
+        name = prop.get("name", _child_text(prop, "name"))
+        value = prop.get("value", _child_text(prop, "value"))
+        if name:
+            found[name.strip()] = (value or "").strip()
+    return found
+
+
+def step_name(node: ET.Element) -> str:
+    """A chain node's class name (or name), for messages."""
+    return _child_text(node, "classname") or _child_text(node, "name") or "?"
+
+
+def is_whole_chain(root: ET.Element) -> bool:
+    """True for a Gadgetron 4 chain (``<configuration>`` with a ``<stream>``)."""
+    return local_name(root.tag) == "configuration" and root.find("stream") is not None
+
+
+# ----------------------------------------------------------------------------- interpretation
+
+
+def interpret_chain(chain: str | ET.Element) -> ChainParams:
+    """Map a whole Gadgetron 4 chain (version 2 XML) onto :class:`ChainParams`.
+
+    The result is the PASSNet step's ``<configuration>`` read by :meth:`ChainParams.from_config`,
+    exactly what the external gadget gets inside Gadgetron. A BucketToBufferGadget whose
+    ``N_dimension`` names a frame axis the step does not state is logged (the step, which
+    cannot see the other gadgets, resolves ``frame_dimension`` itself); one that contradicts
+    the step's explicit ``frame_dimension`` is refused.
+
+    Raises
+    ------
+    UnsupportedChainError
+        The XML does not parse, is not a version-2 ``<configuration>``, names a native gadget
+        with no Python equivalent here, an external step other than PASSNet, or no PASSNet
+        step; or the step's configuration is invalid.
+    """
+    root = parse_xml(chain) if isinstance(chain, str) else chain
+    if not is_whole_chain(root):
+        raise UnsupportedChainError(
+            f"chain root is <{local_name(root.tag)}>; expected a Gadgetron 4 <configuration> "
+            "with a <stream>"
+        )
+    version = (root.findtext("version") or "2").strip()
+    if version != "2":
+        raise UnsupportedChainError(f"chain format version {version} is not supported (need 2)")
+    stream = root.find("stream")
+    assert stream is not None  # is_whole_chain checked it
+
+    passnet_steps: list[ET.Element | None] = []
+    n_dimension: str | None = None
+    for node in stream:
+        if node.tag == "gadget":
+            name = step_name(node)
+            if name not in NATIVE_EQUIVALENTS:
+                raise UnsupportedChainError(
+                    f"native gadget {name!r} has no equivalent in the PASSNet chain; supported: "
+                    f"{', '.join(sorted(NATIVE_EQUIVALENTS))} and the PASSNet external step"
+                )
+            if name == "BucketToBufferGadget":
+                n_dimension = properties(node).get("N_dimension", "").lower() or None
+            LOG.debug("chain step %s -> %s", name, NATIVE_EQUIVALENTS[name])
+        elif node.tag == "external":
+            execute = node.find("execute")
+            module = execute.get("name", "") if execute is not None else ""
+            target = execute.get("target", "") if execute is not None else ""
+            if (module, target) != (PASSNET_MODULE, PASSNET_TARGET):
+                what = f"{module}.{target}" if execute is not None else "an external <connect>"
+                raise UnsupportedChainError(
+                    f"external step {what!r} is not the PASSNet step "
+                    f"({PASSNET_MODULE}.{PASSNET_TARGET})"
+                )
+            passnet_steps.append(node.find("configuration"))
+        else:
+            raise UnsupportedChainError(
+                f"chain step <{node.tag}> is not supported (only <gadget> and <external>)"
+            )
+    if len(passnet_steps) != 1:
+        raise UnsupportedChainError(
+            f"chain must contain exactly one PASSNet external step, found {len(passnet_steps)}"
+        )
+    step = passnet_steps[0]
+    try:
+        params = ChainParams.from_config(properties(step) if step is not None else None)
+    except ValueError as exc:
+        raise UnsupportedChainError(f"PASSNet step configuration: {exc}") from exc
+    if n_dimension in ("phase", "repetition"):
+        stated = step is not None and "frame_dimension" in properties(step)
+        if stated and params.frame_dimension not in ("auto", n_dimension):
+            raise UnsupportedChainError(
+                f"BucketToBufferGadget N_dimension={n_dimension} contradicts the PASSNet step's "
+                f"frame_dimension={params.frame_dimension}"
+            )
+        if not stated:
+            LOG.info(
+                "BucketToBufferGadget buffers frames along %s; the PASSNet step does not state "
+                "frame_dimension and resolves it from the header",
+                n_dimension,
+            )
+    return params
+
+
+def load_named_chain(name: str) -> str:
+    """Text of a shipped chain (``gadgetron_configs``) named by a config-file message.
+
+    Only plain names are looked up, in the package's folder: a client never chooses a file
+    the server opens.
+    """
+    from gadgetron_configs import config_path
+
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise UnsupportedChainError(f"config file name {name!r} must be a plain file name")
+    try:
+        return config_path(name).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise UnsupportedChainError(str(exc)) from exc
+
+
+def read_config_option(value: str | None) -> str | None:
+    """XML text of a command-line ``--config``: XML text, an XML file or a shipped chain name.
+
+    Raises
+    ------
+    ValueError
+        Neither XML text, nor an existing file, nor a shipped chain name.
+    """
+    if value is None or value.lstrip().startswith("<"):
+        return value
+    path = Path(value)
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    for name in (value, f"{value}.xml"):
+        try:
+            return load_named_chain(name)
+        except UnsupportedChainError:
+            continue
+    raise ValueError(f"--config {value!r}: no such file or shipped chain name")
