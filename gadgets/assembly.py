@@ -274,6 +274,7 @@ class AcquisitionBuffer:
         frame_dimension: str = "auto",
         max_matrix_elements: int = DEFAULT_MAX_MATRIX_ELEMENTS,
         max_lines_per_slice: int = DEFAULT_MAX_LINES_PER_SLICE,
+        noise_covariance: np.ndarray | None = None,
     ):
         if max_matrix_elements <= 0 or max_lines_per_slice <= 0:
             raise ValueError("max_matrix_elements and max_lines_per_slice must be positive")
@@ -288,6 +289,9 @@ class AcquisitionBuffer:
         self._noise_samples = 0
         self._noise_error: str | None = None
         self.whitening: np.ndarray | None = None
+        # A noise covariance from an earlier measurement (the header's noise dependency),
+        # used only when this stream brings no noise scans of its own.
+        self._prior_noise = noise_covariance
         self.skipped: dict[str, int] = {}
         self._slices: dict[int, _SliceBuffer] = {}
 
@@ -423,13 +427,25 @@ class AcquisitionBuffer:
         """True when noise scans arrived (even if they turned out unusable)."""
         return self.noise_scans > 0
 
+    def noise_covariance(self) -> np.ndarray | None:
+        """``(C, C)`` sample covariance of this stream's noise scans; ``None`` without any.
+
+        Raises
+        ------
+        ValueError
+            The noise scans were unusable (not finite, coil counts that disagree).
+        """
+        if self._noise_error is not None:
+            raise ValueError(self._noise_error)
+        if self._noise_sum is None:
+            return None
+        return self._noise_sum / max(self._noise_samples - 1, 1)
+
     def _whitening(self) -> np.ndarray | None:
         try:
-            if self._noise_error is not None:
-                raise ValueError(self._noise_error)
-            if self._noise_sum is None:
+            covariance = self.noise_covariance() if self.has_noise else self._prior_noise
+            if covariance is None:
                 raise ValueError("no noise scans to estimate a noise covariance from")
-            covariance = self._noise_sum / max(self._noise_samples - 1, 1)
             return prewhitening_matrix(covariance)
         except ValueError as exc:
             log.warning("noise prewhitening disabled: %s", exc)
@@ -501,7 +517,8 @@ class AcquisitionBuffer:
                 "acquired; coil maps cannot be estimated"
             )
         calibration = calib_sum.transpose(1, 0, 2) / np.maximum(calib_count, 1)
-        if self.has_noise and self.whitening is None and self._noise_error is None:
+        has_noise = self.has_noise or self._prior_noise is not None
+        if has_noise and self.whitening is None and self._noise_error is None:
             self.whitening = self._whitening()
         if self.whitening is not None and self.whitening.shape[0] == c:
             # one 2-D matrix product per slice (a per-line product runs one threaded BLAS

@@ -51,6 +51,8 @@ MESSAGE_ACQUISITION = constants.GADGET_MESSAGE_ISMRMRD_ACQUISITION
 MESSAGE_IMAGE = constants.GADGET_MESSAGE_ISMRMRD_IMAGE
 MESSAGE_RECON_DATA = constants.GADGET_MESSAGE_RECON_DATA
 MESSAGE_WAVEFORM = constants.GADGET_MESSAGE_ISMRMRD_WAVEFORM
+# Gadgetron's answer to a dependency query (its DependencyQueryWriter): uint64 length + meta XML.
+MESSAGE_DEPENDENCY_QUERY = 1019
 
 CONFIG_FILE_NAME_BYTES = 1024
 # Largest message we accept by default: a corrupt length field must not make us read (and
@@ -75,6 +77,7 @@ MESSAGE_NAMES = {
     MESSAGE_IMAGE: "image",
     MESSAGE_RECON_DATA: "recon data",
     MESSAGE_WAVEFORM: "waveform",
+    MESSAGE_DEPENDENCY_QUERY: "dependency query",
 }
 
 
@@ -326,6 +329,12 @@ def _read_string(source: Readable) -> str:
     return raw.rstrip(b"\0").decode("utf-8", errors="replace")
 
 
+def _read_long_string(source: Readable) -> str:
+    (length,) = _UINT64.unpack(read_exactly(source, _UINT64.size))
+    _check_payload(source, length, "dependency-query answer")
+    return read_exactly(source, length).decode("utf-8", errors="replace")
+
+
 def _read_config_file_name(source: Readable) -> str:
     raw = read_exactly(source, CONFIG_FILE_NAME_BYTES)
     return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
@@ -414,6 +423,7 @@ _DECODERS: dict[int, Callable[[Readable], Any]] = {
     MESSAGE_IMAGE: _read_image,
     MESSAGE_WAVEFORM: _read_waveform,
     MESSAGE_RECON_DATA: lambda source: read_recon_data(_ExactReader(source)),
+    MESSAGE_DEPENDENCY_QUERY: _read_long_string,
 }
 
 
@@ -508,6 +518,12 @@ def write_text(sink: Writable, text: str) -> None:
     The text is sent ending in a newline: clients print it as it comes.
     """
     _write_string(sink, MESSAGE_TEXT, _line(text), nul_terminated=False)
+
+
+def write_dependency_answer(sink: Writable, meta_xml: str) -> None:
+    """Write a dependency-query answer (id 1019): ``uint64`` length, ISMRMRD meta XML, no NUL."""
+    raw = meta_xml.encode("utf-8")
+    sink.write(_UINT16.pack(MESSAGE_DEPENDENCY_QUERY) + _UINT64.pack(len(raw)) + raw)
 
 
 def write_error(sink: Writable, text: str) -> None:

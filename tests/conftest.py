@@ -104,3 +104,33 @@ def siemens_file() -> str:
     if not SIEMENS.is_file():
         pytest.skip(f"real scanner file not found at {SIEMENS} (../shared is not beside the clone)")
     return str(SIEMENS)
+
+
+# Gadgetron's own C++ client, prebuilt in ../shared/tools (its README: licence, build recipe,
+# runtime packages); a user's own build on PATH is used first.
+SHARED_CLIENT = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "tools"
+    / "gadgetron_ismrmrd_client"
+    / "gadgetron_ismrmrd_client"
+)
+
+
+@pytest.fixture(scope="session")
+def gadgetron_client() -> str:
+    """Path of a runnable ``gadgetron_ismrmrd_client``; skips with the reason otherwise."""
+    import shutil
+    import subprocess
+
+    found = shutil.which("gadgetron_ismrmrd_client")
+    path = found or (str(SHARED_CLIENT) if SHARED_CLIENT.is_file() else None)
+    if path is None:
+        pytest.skip(
+            "gadgetron_ismrmrd_client not on PATH and not in ../shared/tools "
+            "(no Debian/PyPI package; build it from Gadgetron's source)"
+        )
+    probe = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip(f"{path} does not run here (missing runtime libraries?): {probe.stderr[-300:]}")
+    return path
