@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from passnet_core.operators import EncodingOp
+from passnet_core.operators import EncodingOp, as_tensor, validate_inputs
 
 LPLUSS_LAMBDA_L = 0.01  # singular value threshold, relative to the largest singular value
 LPLUSS_LAMBDA_S = 0.01  # temporal-FFT soft threshold, absolute on data with max|A^H d| = 1
@@ -31,33 +31,11 @@ LPLUSS_TOL = 0.0
 
 
 def _prepare(kspace, mask, coil_maps) -> tuple[torch.Tensor, EncodingOp]:
-    """Validate inputs and build the encoding operator on the k-space device."""
-    k = torch.as_tensor(kspace)
-    if not k.is_complex():
-        raise ValueError(f"kspace must be complex, got {k.dtype}")
-    expected_ndim = 4 if coil_maps is None else 5
-    if k.ndim != expected_ndim:
-        layout = "(B, T, H, W)" if coil_maps is None else "(B, C, T, H, W)"
-        raise ValueError(f"kspace must be {layout} here, got shape {tuple(k.shape)}")
-    if not bool(torch.isfinite(k).all()):
-        raise ValueError("kspace contains NaN or Inf")
-    m = torch.as_tensor(mask).to(k.device)
-    if m.is_complex() or m.ndim not in (3, 4):
-        raise ValueError(f"mask must be real (T, H, W) or (B, T, H, W), got {tuple(m.shape)}")
-    frames_hw = tuple(k.shape[-3:])
-    if tuple(m.shape[-3:]) != frames_hw or (m.ndim == 4 and m.shape[0] not in (1, k.shape[0])):
-        raise ValueError(f"mask {tuple(m.shape)} does not match kspace {tuple(k.shape)}")
-    maps = None
-    if coil_maps is not None:
-        maps = torch.as_tensor(coil_maps).to(k.device)
-        if tuple(maps.shape) != (k.shape[0], k.shape[1], *k.shape[-2:]):
-            raise ValueError(
-                f"coil maps {tuple(maps.shape)} do not match kspace {tuple(k.shape)} "
-                "(expected (B, C, H, W))"
-            )
-        if not bool(torch.isfinite(maps).all()):
-            raise ValueError("coil maps contain NaN or Inf")
-    return k, EncodingOp(m.to(torch.float32), maps)
+    """Validate inputs (:func:`validate_inputs`) and build the operator on the k-space device."""
+    validate_inputs(kspace, mask, coil_maps)
+    k = as_tensor(kspace, "kspace")
+    maps = None if coil_maps is None else as_tensor(coil_maps, "coil_maps").to(k.device)
+    return k, EncodingOp(as_tensor(mask, "mask").to(k.device, torch.float32), maps)
 
 
 def zero_filled(

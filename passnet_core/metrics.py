@@ -17,15 +17,14 @@ float64 torch tensors: 0-d for one volume, ``(B,)`` for a batch (``float(...)`` 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+from passnet_core.operators import ArrayLike
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
-
-ArrayLike = torch.Tensor | np.ndarray
 
 
 def _as_batched_pair(recon: ArrayLike, ref: ArrayLike) -> tuple[torch.Tensor, torch.Tensor, bool]:

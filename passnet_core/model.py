@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from passnet_core.baselines import lplus_s
 from passnet_core.conv import Conv3d
-from passnet_core.operators import EncodingOp
+from passnet_core.operators import EncodingOp, validate_inputs
 from passnet_core.svd import DEFAULT_EPS_REL, stable_svd
 
 SHRINKAGES = ("pass", "uniform_svt")
@@ -357,12 +357,7 @@ class PASSNet(nn.Module):
         torch.Tensor
             Complex image ``(B, T, H, W)`` in the dtype of ``kspace``.
         """
-        expected_ndim = 4 if coil_maps is None else 5
-        if kspace.ndim != expected_ndim:
-            raise ValueError(
-                f"k-space must have {expected_ndim} dims "
-                f"({'single' if coil_maps is None else 'multi'}-coil), got {tuple(kspace.shape)}"
-            )
+        validate_inputs(kspace, mask, coil_maps, values=False)  # shapes only: no data pass
         op = EncodingOp(mask.to(kspace.device), coil_maps)
         x = self.start(kspace, mask, coil_maps, op)
         for stage in self.stages:

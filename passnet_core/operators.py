@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from passnet_core.fft import fft2c, ifft2c
+
+ArrayLike = torch.Tensor | np.ndarray
 
 
 class LinearOperator:
@@ -170,3 +173,88 @@ def adjointness_error(
     lhs = torch.vdot(op.forward(x).flatten(), y.flatten())
     rhs = torch.vdot(x.flatten(), op.adjoint(y).flatten())
     return float((lhs - rhs).abs() / (lhs.abs() + 1e-30))
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
+    """``x`` as a tensor (numpy arrays shared, not copied); anything else is a ``ValueError``."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+
+
+def validate_inputs(
+    kspace: ArrayLike, mask: ArrayLike, coil_maps: ArrayLike | None = None, values: bool = True
+) -> None:
+    """Check shapes, dtypes and values of a reconstruction request (the one place).
+
+    Used by :func:`passnet_core.inference.reconstruct`, the classical baselines and the
+    model's ``forward`` (``values=False``: shapes and dtypes only, no pass over the data).
+
+    Parameters
+    ----------
+    kspace
+        Complex ``(B, T, H, W)`` (single-coil, ``coil_maps=None``) or ``(B, C, T, H, W)``.
+    mask
+        Real 0/1 ``(T, H, W)`` or ``(B, T, H, W)`` (``B`` equal to the k-space's or 1).
+    coil_maps
+        Complex ``(B, C, H, W)`` for multi-coil k-space, else ``None``.
+    values
+        Also check that the data are finite and the mask is 0/1 and not empty.
+
+    Raises
+    ------
+    ValueError
+        Naming the first problem found.
+    """
+    k = as_tensor(kspace, "kspace")
+    m = as_tensor(mask, "mask")
+    if not torch.is_complex(k):
+        raise ValueError(f"kspace must be complex, got dtype {k.dtype}")
+    if coil_maps is None and k.ndim != 4:
+        raise ValueError(
+            f"single-coil kspace must be (B, T, H, W), got shape {tuple(k.shape)}"
+            + ("; multi-coil k-space needs coil_maps" if k.ndim == 5 else "")
+        )
+    if coil_maps is not None and k.ndim != 5:
+        raise ValueError(
+            f"with coil_maps, kspace must be multi-coil (B, C, T, H, W), got {tuple(k.shape)}"
+        )
+    if any(n == 0 for n in k.shape):
+        raise ValueError(f"kspace has an empty axis: shape {tuple(k.shape)}")
+    b, (t, h, w) = k.shape[0], tuple(k.shape[-3:])
+    if torch.is_complex(m):
+        raise ValueError("mask must be real (0/1), not complex")
+    if m.ndim not in (3, 4) or tuple(m.shape[-3:]) != (t, h, w):
+        raise ValueError(
+            f"mask of shape {tuple(m.shape)} does not broadcast to k-space frames "
+            f"(T, H, W) = {(t, h, w)}; expected (T, H, W) or (B, T, H, W)"
+        )
+    if m.ndim == 4 and m.shape[0] not in (1, b):
+        raise ValueError(f"mask batch size {m.shape[0]} does not match k-space batch size {b}")
+    if values:
+        _check_values(k, m)
+    if coil_maps is not None:
+        c = as_tensor(coil_maps, "coil_maps")
+        expected = (b, k.shape[1], h, w)
+        if not torch.is_complex(c) or tuple(c.shape) != expected:
+            raise ValueError(
+                f"coil_maps must be complex (B, C, H, W) = {expected}, "
+                f"got {tuple(c.shape)} {c.dtype}"
+            )
+        if values and not torch.isfinite(torch.view_as_real(c)).all():
+            raise ValueError("coil_maps contain NaN or inf")
+
+
+def _check_values(k: torch.Tensor, m: torch.Tensor) -> None:
+    mf = m.to(torch.float32)
+    if not torch.isfinite(mf).all() or not ((mf == 0) | (mf == 1)).all():
+        raise ValueError("mask values must be 0 or 1")
+    if not mf.any():
+        raise ValueError("mask is empty: no k-space sample is acquired")
+    if not torch.isfinite(torch.view_as_real(k)).all():
+        raise ValueError("kspace contains NaN or inf")

@@ -8,7 +8,7 @@ import torch
 
 from passnet_core import inference
 from passnet_core.fft import fft2c
-from passnet_core.inference import frame_windows, reconstruct, resolve_device, validate_inputs
+from passnet_core.inference import reconstruct, resolve_device, validate_inputs
 from passnet_core.model import PASSNet, PASSNetConfig
 from passnet_core.weights import save_weights
 
@@ -60,35 +60,11 @@ def test_zero_data_gives_zeros(model):
     assert torch.equal(out, torch.zeros_like(out))
 
 
-def test_batch_chunking_gives_identical_results(model):
+def test_slices_are_reconstructed_independently(model):
     kspace, mask, maps = _data(b=3, coils=2)
-    full = reconstruct(kspace, mask, maps, model=model, device="cpu", slice_batch=3)
-    single = reconstruct(kspace, mask, maps, model=model, device="cpu", slice_batch=1)
-    two = reconstruct(kspace, mask, maps, model=model, device="cpu", slice_batch=2)
-    torch.testing.assert_close(single, full, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(two, full, rtol=1e-5, atol=1e-5)
-
-
-def test_frame_chunking_is_close_but_approximate(model):
-    kspace, mask, _ = _data(b=1, t=9)
-    full = reconstruct(kspace, mask, model=model, device="cpu")
-    chunked = reconstruct(kspace, mask, model=model, device="cpu", frame_chunk=4)
-    assert chunked.shape == full.shape
-    assert torch.isfinite(torch.view_as_real(chunked)).all()
-    rel = (chunked - full).norm() / full.norm()
-    assert rel < 0.5  # same ballpark; not identical because the network mixes frames
-    same = reconstruct(kspace, mask, model=model, device="cpu", frame_chunk=9)
-    torch.testing.assert_close(same, full)
-
-
-@pytest.mark.parametrize(("n", "chunk"), [(9, 4), (16, 8), (5, 3), (7, 1), (3, 8)])
-def test_frame_windows_tile_all_frames(n, chunk):
-    windows = frame_windows(n, chunk)
-    kept = [f for _, _, k0, k1 in windows for f in range(k0, k1)]
-    assert kept == list(range(n))
-    for w0, w1, k0, k1 in windows:
-        assert 0 <= w0 <= k0 < k1 <= w1 <= n
-        assert w1 - w0 == min(chunk, n)
+    batch = reconstruct(kspace, mask, maps, model=model, device="cpu")
+    alone = reconstruct(kspace[1:2], mask, maps[1:2], model=model, device="cpu")
+    torch.testing.assert_close(batch[1:2], alone, rtol=1e-5, atol=1e-5)
 
 
 def test_numpy_inputs_and_batched_mask(model):
@@ -158,10 +134,6 @@ def test_reconstruct_validates_before_loading_a_model(monkeypatch):
     kspace, mask, _ = _data(b=1)
     with pytest.raises(ValueError, match="complex"):
         reconstruct(kspace.real, mask)
-    with pytest.raises(ValueError, match="slice_batch"):
-        reconstruct(kspace, mask, slice_batch=0)
-    with pytest.raises(ValueError, match="frame_chunk"):
-        reconstruct(kspace, mask, frame_chunk=0)
 
 
 def test_numpy_complex128_is_accepted(model):

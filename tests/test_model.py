@@ -79,7 +79,7 @@ def test_batched_mask_and_wrong_kspace_rank():
         a = model(kspace, mask)
         b = model(kspace, mask.expand(2, -1, -1, -1))
     torch.testing.assert_close(a, b)
-    with pytest.raises(ValueError, match="dims"):
+    with pytest.raises(ValueError, match="single-coil kspace must be"):
         model(kspace.unsqueeze(1), mask)
 
 
