@@ -1,9 +1,10 @@
 """The ``passnet`` console script.
 
-Each subcommand lives in the package that owns it and exposes two functions:
-``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
-subcommand is parsed, so ``passnet --help`` stays fast and one broken optional dependency
-does not take every command down.
+Each subcommand names two things: the function that adds its options (``add_arguments``-style,
+in a module that imports only the standard library at module level) and the module whose
+``run(args) -> int`` does the work. The work module is imported only after the command line
+parsed, so ``passnet COMMAND --help`` and a mistyped option answer without loading torch,
+and one broken optional dependency does not take every command down.
 """
 
 from __future__ import annotations
@@ -12,31 +13,120 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Callable
+from typing import NamedTuple
 
-# (name, module, one-line help). Explicit list, not a plugin registry: adding a command is a
-# one-line change here plus the module.
-SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
-    ("simulate", "training.simulate", "write a synthetic multi-coil cardiac cine ISMRMRD file"),
-    ("recon", "gadgets.replay", "reconstruct an ISMRMRD raw file offline (no server)"),
-    ("serve", "gadgets.server", "serve the Gadgetron client protocol (gadgetron_ismrmrd_client)"),
-    ("train", "training.train", "train PASSNet from a YAML config"),
-    ("evaluate", "training.evaluate", "evaluate PASSNet and baselines on a held-out synthetic set"),
-    ("bench", "benchmarks.run", "latency/throughput/quality benchmarks -> BENCHMARKS.md"),
-    ("info", "passnet_core.info", "show weights, device and library versions"),
+
+class Command(NamedTuple):
+    """One subcommand of ``passnet``."""
+
+    name: str
+    module: str  # defines run(args) -> int
+    help: str
+    arguments: str  # "module:function" adding the options; its module must import light
+
+
+# Explicit list, not a plugin registry: adding a command is a one-line change here plus the
+# module. Commands whose work module imports torch at module level keep their options in a
+# separate, import-light module (training.cli_args).
+SUBCOMMANDS: tuple[Command, ...] = (
+    Command(
+        "simulate",
+        "training.simulate",
+        "write a synthetic multi-coil cardiac cine ISMRMRD file",
+        "training.cli_args:simulate_arguments",
+    ),
+    Command(
+        "recon",
+        "gadgets.replay",
+        "reconstruct an ISMRMRD raw file offline (no server)",
+        "gadgets.replay:add_arguments",
+    ),
+    Command(
+        "serve",
+        "gadgets.server",
+        "serve the Gadgetron client protocol (gadgetron_ismrmrd_client)",
+        "gadgets.server:add_arguments",
+    ),
+    Command(
+        "train",
+        "training.train",
+        "train PASSNet from a YAML config",
+        "training.cli_args:train_arguments",
+    ),
+    Command(
+        "evaluate",
+        "training.evaluate",
+        "evaluate PASSNet and baselines on held-out synthetic cines",
+        "training.cli_args:evaluate_arguments",
+    ),
+    Command(
+        "bench",
+        "benchmarks.run",
+        "latency/throughput/quality benchmarks -> BENCHMARKS.md",
+        "benchmarks.run:add_arguments",
+    ),
+    Command(
+        "info",
+        "passnet_core.info",
+        "show weights, device and library versions",
+        "passnet_core.info:add_arguments",
+    ),
 )
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Append ``(default: X)`` to an option's help unless the help already states a default.
+
+    Unlike ``argparse.ArgumentDefaultsHelpFormatter`` this leaves alone help texts that spell
+    out their default in words (``default: the shipped weights``) and options without a
+    default worth printing (``None``, ``False``, required ones).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text.lower()
+            or "%(default)" in text
+            or action.required
+            or action.default is None
+            or action.default is False
+            or action.default == argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _resolve(spec: str) -> Callable[[argparse.ArgumentParser], None]:
+    module_name, _, function = spec.partition(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser; subcommand arguments are added lazily in :func:`main`."""
+    """Build the top-level parser; a subcommand's options are added in :func:`command_parser`."""
     parser = argparse.ArgumentParser(
         prog="passnet",
         description="PASSNet cine MRI reconstruction for Gadgetron: simulate, reconstruct, "
         "serve, train, evaluate, benchmark.",
+        epilog="passnet COMMAND --help lists a command's options.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, _module, help_text in SUBCOMMANDS:
-        sub.add_parser(name, help=help_text, add_help=False)
+    for command in SUBCOMMANDS:
+        sub.add_parser(command.name, help=command.help, add_help=False)
+    return parser
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand, built without importing the module that runs it."""
+    command = next(c for c in SUBCOMMANDS if c.name == name)
+    parser = argparse.ArgumentParser(
+        prog=f"passnet {command.name}",
+        description=command.help,
+        formatter_class=DefaultsHelpFormatter,
+    )
+    _resolve(command.arguments)(parser)
     return parser
 
 
@@ -52,12 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     if top.command is None:
         parser.print_help()
         return 0
-    name, module_name, help_text = next(s for s in SUBCOMMANDS if s[0] == top.command)
-    module = importlib.import_module(module_name)
-    sub_parser = argparse.ArgumentParser(prog=f"passnet {name}", description=help_text)
-    module.add_arguments(sub_parser)
-    args = sub_parser.parse_args(rest)
+    args = command_parser(top.command).parse_args(rest)  # --help and bad options exit here
     args.verbose = top.verbose
+    module = importlib.import_module(next(c for c in SUBCOMMANDS if c.name == top.command).module)
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

@@ -8,7 +8,12 @@ import platform
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``passnet info``."""
-    parser.add_argument("--weights", default=None, help="weights file (default: shipped)")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="safetensors weights file to describe (default: the shipped "
+        "passnet_core/weights/default.safetensors)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

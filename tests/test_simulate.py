@@ -228,3 +228,11 @@ def test_cli_runs_and_prints_summary(tmp_path, capsys):
     assert "vds-8" in text and "32x24" in text and out.exists()
     with ismrmrd.Dataset(str(out), "dataset", create_if_needed=False, mode="r") as dset:
         assert dset.read_acquisition(1).number_of_samples == 48
+
+
+def test_cli_reports_bad_values_without_a_traceback(tmp_path, caplog):
+    parser = argparse.ArgumentParser()
+    simulate.add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "x.h5"), "--accel", "0.5"])
+    assert simulate.run(args) == 2
+    assert "accel" in caplog.text and not (tmp_path / "x.h5").exists()

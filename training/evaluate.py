@@ -39,9 +39,9 @@ from passnet_core.weights import (
     load_weights,
     paper_start_weights_path,
 )
+from training.cli_args import evaluate_arguments
 from training.eval_cases import (
     FAMILIES,
-    SIMULATE_NOISE,
     TEST_SEEDS,
     CaseData,
     case_data,
@@ -268,54 +268,8 @@ def _parse_size(text: str | None) -> tuple[int, int, int] | None:
     return t, h, w
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``passnet evaluate``."""
-    parser.add_argument("--weights", type=Path, help="PASSNet weights (default: shipped)")
-    parser.add_argument(
-        "--weights-uniform", type=Path, help="uniform-SVT ablation (default: shipped)"
-    )
-    parser.add_argument(
-        "--weights-adjoint", type=Path, help="paper-start (A^H d) variant (default: shipped)"
-    )
-    parser.add_argument("--n-cases", type=int, default=8, help="test cases per family (default 8)")
-    parser.add_argument(
-        "--families",
-        default=",".join(FAMILIES),
-        help=f"comma-separated, from {', '.join(FAMILIES)} (default: both)",
-    )
-    parser.add_argument(
-        "--out", type=Path, default=Path("evaluation"), help="output folder (default evaluation/)"
-    )
-    parser.add_argument(
-        "--masks",
-        default=",".join(DEFAULT_MASKS),
-        help="comma-separated KIND-N names; kinds vds, vds_lines, radial, equispaced "
-        f"(default {','.join(DEFAULT_MASKS)})",
-    )
-    parser.add_argument(
-        "--methods",
-        default=",".join(DEFAULT_METHODS),
-        help=f"comma-separated, from {', '.join(METHODS)} (default {','.join(DEFAULT_METHODS)})",
-    )
-    parser.add_argument(
-        "--size", default=None, help="T,H,W of the synthetic family (default 16,128,128)"
-    )
-    parser.add_argument(
-        "--coils", type=int, default=8, help="coils of the synthetic family (default 8)"
-    )
-    parser.add_argument(
-        "--noise-level",
-        type=float,
-        default=SIMULATE_NOISE,
-        help=f"k-space noise std relative to the peak (default {SIMULATE_NOISE}, as simulate)",
-    )
-    parser.add_argument(
-        "--tune-cases",
-        type=int,
-        default=2,
-        help="validation cases for BART's lambda tuning (default 2)",
-    )
-    parser.add_argument("--device", default="auto", help="device for PASSNet (default auto)")
+# The options live in the import-light training.cli_args (fast --help).
+add_arguments = evaluate_arguments
 
 
 def run(args: argparse.Namespace) -> int:

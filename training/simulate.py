@@ -45,6 +45,15 @@ from ismrmrd.hdf5 import acquisition_dtype, acquisition_header_dtype
 
 from passnet_core.fft import ifft2c
 from passnet_core.masks import make_mask, vds_lines_mask
+from training.cli_args import (  # the defaults passnet simulate --help documents
+    DEFAULT_ACCEL,
+    DEFAULT_COILS,
+    DEFAULT_FRAMES,
+    DEFAULT_MATRIX,
+    DEFAULT_NOISE,
+    LINE_MASK_KINDS,
+    simulate_arguments,
+)
 from training.phantom import (
     PhantomParams,
     body_support,
@@ -55,10 +64,6 @@ from training.phantom import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FRAMES = 20
-DEFAULT_MATRIX = 128
-DEFAULT_NOISE = 0.02
-LINE_MASK_KINDS = ("vds", "equispaced")
 ACS_LINES = 24  # central lines of equispaced masks (passnet_core.masks default)
 FOV_MM = 340.0  # reconstructed field of view along the larger axis
 SLICE_THICKNESS_MM = 8.0
@@ -365,11 +370,11 @@ def _check_args(n_coils, frames, h, w, mask, accel, partial_fourier, noise_level
 def simulate_cine(
     out_path: str | Path,
     seed: int = 0,
-    n_coils: int = 8,
+    n_coils: int = DEFAULT_COILS,
     frames: int | None = None,
     matrix: int | tuple[int, int] | None = None,
     mask: str = "vds",
-    accel: float = 8,
+    accel: float = DEFAULT_ACCEL,
     oversampling: bool = True,
     partial_fourier: float = 1.0,
     noise_level: float = DEFAULT_NOISE,
@@ -493,46 +498,32 @@ def simulate_cine(
     }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``passnet simulate``."""
-    parser.add_argument("--out", required=True, help="output ISMRMRD .h5 file")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--coils", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
-    parser.add_argument(
-        "--matrix",
-        type=int,
-        nargs="+",
-        default=[DEFAULT_MATRIX],
-        metavar="N",
-        help="H W, or one size for both (default 128)",
-    )
-    parser.add_argument("--mask", choices=LINE_MASK_KINDS, default="vds")
-    parser.add_argument("--accel", type=float, default=8.0)
-    parser.add_argument("--no-oversampling", action="store_true", help="readout without 2x")
-    parser.add_argument("--partial-fourier", type=float, default=1.0)
-    parser.add_argument("--noise-level", type=float, default=DEFAULT_NOISE)
-    parser.add_argument("--slices", type=int, default=1)
+# The options live in the import-light training.cli_args (fast --help); the usual name here.
+add_arguments = simulate_arguments
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``passnet simulate`` and print a summary."""
-    if len(args.matrix) not in (1, 2):
-        raise ValueError(f"--matrix takes one or two sizes, got {args.matrix}")
-    matrix = args.matrix[0] if len(args.matrix) == 1 else tuple(args.matrix)
-    summary = simulate_cine(
-        args.out,
-        seed=args.seed,
-        n_coils=args.coils,
-        frames=args.frames,
-        matrix=matrix,
-        mask=args.mask,
-        accel=args.accel,
-        oversampling=not args.no_oversampling,
-        partial_fourier=args.partial_fourier,
-        noise_level=args.noise_level,
-        n_slices=args.slices,
-    )
+    """Run ``passnet simulate`` and print a summary; 2 on invalid options."""
+    try:
+        if len(args.matrix) not in (1, 2):
+            raise ValueError(f"--matrix takes one or two sizes, got {args.matrix}")
+        matrix = args.matrix[0] if len(args.matrix) == 1 else tuple(args.matrix)
+        summary = simulate_cine(
+            args.out,
+            seed=args.seed,
+            n_coils=args.coils,
+            frames=args.frames,
+            matrix=matrix,
+            mask=args.mask,
+            accel=args.accel,
+            oversampling=not args.no_oversampling,
+            partial_fourier=args.partial_fourier,
+            noise_level=args.noise_level,
+            n_slices=args.slices,
+        )
+    except ValueError as err:
+        log.error("%s", err)
+        return 2
     h, w = summary["matrix"]
     print(
         f"wrote {summary['path']}: {summary['slices']} slice(s) x {summary['frames']} frames x "

@@ -41,6 +41,7 @@ from passnet_core.inference import resolve_device
 from passnet_core.model import PASSNet
 from passnet_core.operators import EncodingOp
 from passnet_core.weights import save_weights
+from training.cli_args import train_arguments
 from training.config import TrainConfig, load_config
 from training.data import collate_cine
 
@@ -533,18 +534,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 # --------------------------------------------------------------------------- CLI
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``passnet train``."""
-    parser.add_argument("--config", required=True, help="YAML file (see training/configs/)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    parser.add_argument("--out", help="output folder (overrides run.out_dir)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a config value, e.g. --set optim.epochs=5 (repeatable)",
-    )
+# The options live in the import-light training.cli_args (fast --help).
+add_arguments = train_arguments
 
 
 def run(args: argparse.Namespace) -> int:
