@@ -1,7 +1,6 @@
 """gadgets.assembly: line placement, oversampling, partial Fourier, flags, bad data.
 
-The helpers at the top build ISMRMRD headers and acquisitions from known k-space; the chain
-and replay tests import them.
+Headers and acquisitions from known k-space come from ``tests/helpers.py``.
 """
 
 from __future__ import annotations
@@ -10,12 +9,9 @@ import ismrmrd
 import numpy as np
 import pytest
 import torch
+from helpers import acquisitions, header_xml, known_cine
 
 from gadgets.assembly import (
-    ACQ_IS_PARALLEL_CALIBRATION,
-    ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING,
-    ACQ_LAST_IN_MEASUREMENT,
-    ACQ_LAST_IN_SLICE,
     AcquisitionBuffer,
     SliceData,
     SliceFailure,
@@ -27,101 +23,6 @@ from gadgets.assembly import (
 )
 from passnet_core.fft import fft2c, ifft2c
 from passnet_core.ismrmrd_io import parse_header, read_raw
-from passnet_core.testing import dynamic_phantom, simulated_coil_maps
-
-
-def header_xml(
-    enc_x: int,
-    enc_y: int,
-    recon_x: int | None = None,
-    e1: tuple[int, int, int] | None = None,
-    frames: int = 1,
-    slices: int = 1,
-    coils: int = 4,
-    frame_limit: str = "phase",
-) -> str:
-    """A minimal ISMRMRD header; ``e1`` = (min, max, centre) of kspace_encoding_step_1."""
-    recon_x = recon_x or enc_x
-    e1 = e1 or (0, enc_y - 1, enc_y // 2)
-
-    def limit(name: str, n: int) -> str:
-        return f"<{name}><minimum>0</minimum><maximum>{n - 1}</maximum><center>0</center></{name}>"
-
-    other = "repetition" if frame_limit == "phase" else "phase"
-    return (
-        '<?xml version="1.0"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">'
-        f"<acquisitionSystemInformation><receiverChannels>{coils}</receiverChannels>"
-        "</acquisitionSystemInformation>"
-        "<experimentalConditions><H1resonanceFrequency_Hz>63500000</H1resonanceFrequency_Hz>"
-        "</experimentalConditions><encoding>"
-        f"<encodedSpace><matrixSize><x>{enc_x}</x><y>{enc_y}</y><z>1</z></matrixSize>"
-        f"<fieldOfView_mm><x>{2 * enc_x}</x><y>{enc_y}</y><z>8</z></fieldOfView_mm></encodedSpace>"
-        f"<reconSpace><matrixSize><x>{recon_x}</x><y>{enc_y}</y><z>1</z></matrixSize>"
-        f"<fieldOfView_mm><x>{2 * recon_x}</x><y>{enc_y}</y><z>8</z></fieldOfView_mm></reconSpace>"
-        "<encodingLimits><kspace_encoding_step_1>"
-        f"<minimum>{e1[0]}</minimum><maximum>{e1[1]}</maximum><center>{e1[2]}</center>"
-        f"</kspace_encoding_step_1>{limit('slice', slices)}{limit(frame_limit, frames)}"
-        f"{limit(other, 1)}</encodingLimits><trajectory>cartesian</trajectory></encoding>"
-        "</ismrmrdHeader>"
-    )
-
-
-def acquisitions(
-    kspace: np.ndarray,
-    rows: np.ndarray,
-    e1_centre: int | None = None,
-    slice_index: int = 0,
-    calib_rows: tuple[int, ...] = (),
-    frame_dimension: str = "phase",
-    last_in_measurement: bool = True,
-    noise: np.ndarray | None = None,
-) -> list[ismrmrd.Acquisition]:
-    """One acquisition per sampled line of ``kspace`` ``(C, T, H, W)``.
-
-    ``rows`` ``(T, H)`` bool: imaging lines. ``calib_rows``: rows sent in frame 0 as
-    calibration; flagged ``_AND_IMAGING`` when also in ``rows[0]``, else calibration only.
-    ``e1_centre``: e1 index of row ``H//2`` (partial Fourier shifts it).
-    """
-    c, t_frames, h, w = kspace.shape
-    shift = h // 2 - (h // 2 if e1_centre is None else e1_centre)
-    out = []
-    if noise is not None:
-        acq = ismrmrd.Acquisition.from_array(noise.astype(np.complex64))
-        acq.set_flag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
-        out.append(acq)
-    for t in range(t_frames):
-        todo = sorted(set(np.flatnonzero(rows[t])) | (set(calib_rows) if t == 0 else set()))
-        for row in todo:
-            acq = ismrmrd.Acquisition.from_array(
-                np.ascontiguousarray(kspace[:, t, row]), center_sample=w // 2
-            )
-            acq.idx.kspace_encode_step_1 = row - shift
-            acq.idx.slice = slice_index
-            setattr(acq.idx, frame_dimension, t)
-            acq.position[:] = (1.0, 2.0, 3.0 + slice_index)
-            acq.read_dir[:] = (1.0, 0.0, 0.0)
-            acq.phase_dir[:] = (0.0, 1.0, 0.0)
-            acq.slice_dir[:] = (0.0, 0.0, 1.0)
-            acq.acquisition_time_stamp = 1000 * t + row
-            if row in calib_rows and t == 0:
-                both = rows[t, row]
-                acq.set_flag(
-                    ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING if both else ACQ_IS_PARALLEL_CALIBRATION
-                )
-            out.append(acq)
-    out[-1].set_flag(ACQ_LAST_IN_SLICE)
-    if last_in_measurement:
-        out[-1].set_flag(ACQ_LAST_IN_MEASUREMENT)
-    return out
-
-
-def known_cine(c: int = 4, t: int = 3, h: int = 16, w: int = 16):
-    """(image (T,H,W), normalised maps (C,H,W), k-space (C,T,H,W)) of a small phantom."""
-    image = dynamic_phantom(t, h, w)
-    maps = simulated_coil_maps(c, h, w)
-    maps = maps / np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
-    kspace = fft2c(torch.from_numpy(maps[:, None] * image[None])).numpy().astype(np.complex64)
-    return image, maps.astype(np.complex64), kspace
 
 
 def assemble(header: str, acqs: list) -> list:

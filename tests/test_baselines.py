@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import dynamic_phantom, normalise_maps, simulated_coil_maps
 
 from passnet_core.baselines import lplus_s, zero_filled
 from passnet_core.masks import vds_mask
 from passnet_core.metrics import psnr, ssim
 from passnet_core.operators import EncodingOp
-from passnet_core.testing import dynamic_phantom, normalise_maps, simulated_coil_maps
 
 T, H, W, C = 12, 48, 48, 4
 

@@ -9,7 +9,7 @@ import ismrmrd
 import numpy as np
 import pytest
 import torch
-from test_assembly import acquisitions, header_xml, known_cine
+from helpers import acquisitions, header_xml, known_cine
 
 from gadgets.chain import ChainParams, run_chain
 from passnet_core.fft import fft2c

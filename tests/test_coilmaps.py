@@ -7,18 +7,18 @@ import time
 import numpy as np
 import pytest
 import torch
-
-from passnet_core import bart
-from passnet_core.coilmaps import estimate_coil_maps, time_average_kspace
-from passnet_core.fft import fft2c
-from passnet_core.masks import equispaced_mask, vds_mask
-from passnet_core.testing import (
+from helpers import (
     dynamic_phantom,
     ellipse_phantom,
     map_correlation,
     normalise_maps,
     simulated_coil_maps,
 )
+
+from passnet_core import bart
+from passnet_core.coilmaps import estimate_coil_maps, time_average_kspace
+from passnet_core.fft import fft2c
+from passnet_core.masks import equispaced_mask, vds_mask
 
 C, H, W = 6, 64, 72
 

@@ -6,7 +6,7 @@ import h5py
 import ismrmrd
 import numpy as np
 import pytest
-from test_assembly import acquisitions, header_xml, known_cine
+from helpers import acquisitions, header_xml, known_cine
 
 from passnet_core.ismrmrd_io import parse_header, read_images, read_raw, write_images, write_raw
 

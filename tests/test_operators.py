@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import assert_adjoint, random_complex
 
 from passnet_core.fft import fft2c, ifft2c
 from passnet_core.operators import CoilOp, EncodingOp, FourierOp, SamplingOp
-from passnet_core.testing import assert_adjoint, random_complex
 
 B, C, T, H, W = 2, 3, 4, 10, 12
 

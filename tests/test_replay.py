@@ -6,7 +6,7 @@ import ismrmrd
 import numpy as np
 import pytest
 import torch
-from test_assembly import acquisitions, header_xml, known_cine
+from helpers import acquisitions, header_xml, known_cine
 
 from passnet_core.cli import main
 from passnet_core.fft import fft2c
