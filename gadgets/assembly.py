@@ -462,10 +462,6 @@ class AcquisitionBuffer:
         while self._slices:
             yield self._finish(min(self._slices))
 
-    def pending_slices(self) -> list[int]:
-        """Slice indices with buffered data."""
-        return sorted(self._slices)
-
     def _finish(self, slice_index: int) -> SliceData | SliceFailure:
         buf = self._slices.pop(slice_index)
         try:
