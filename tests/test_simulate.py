@@ -225,9 +225,40 @@ def test_cli_runs_and_prints_summary(tmp_path, capsys):
     )
     assert simulate.run(args) == 0
     text = capsys.readouterr().out
-    assert "vds-8" in text and "32x24" in text and out.exists()
+    assert "mask vds_lines-8 (" in text and "32x24" in text and out.exists()
     with ismrmrd.Dataset(str(out), "dataset", create_if_needed=False, mode="r") as dset:
         assert dset.read_acquisition(1).number_of_samples == 48
+
+
+def test_default_mask_is_named_as_the_evaluation_names_it(tmp_path):
+    """The file holds per-frame random whole lines: passnet_core.masks' vds_lines, not vds."""
+    small = {"n_coils": 2, "frames": 4, "matrix": 32}
+    summary = simulate_cine(tmp_path / "new.h5", seed=1, **small)
+    assert summary["mask"] == "vds_lines-8"
+    _, _, truth, attrs = _read(tmp_path / "new.h5")
+    assert attrs["mask_kind"] == "vds_lines"
+    lines = truth["mask"][0, ..., 0].astype(bool)  # (T, H)
+    assert (lines == simulate.line_mask("vds_lines", 8, 4, 32, 1)).all()
+    assert (lines != lines[:1]).any()  # drawn afresh per frame
+
+
+def test_old_mask_name_vds_still_works_and_writes_the_same_file(tmp_path, capsys):
+    small = {"n_coils": 2, "frames": 4, "matrix": 32}
+    simulate_cine(tmp_path / "new.h5", seed=2, mask="vds_lines", **small)
+    old = simulate_cine(tmp_path / "old.h5", seed=2, mask="vds", **small)
+    assert old["mask"] == "vds_lines-8"
+    _, new_records, _, _ = _read(tmp_path / "new.h5")
+    _, old_records, _, old_attrs = _read(tmp_path / "old.h5")
+    assert new_records["head"].tobytes() == old_records["head"].tobytes()
+    pairs = zip(new_records["data"], old_records["data"], strict=True)
+    assert all(np.array_equal(a, b) for a, b in pairs)
+    assert old_attrs["mask_kind"] == "vds_lines"
+    parser = argparse.ArgumentParser()
+    simulate.add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "cli.h5"), "--mask", "vds", "--frames", "4"])
+    args.coils, args.matrix = 2, [32]
+    assert simulate.run(args) == 0
+    assert "mask vds_lines-8 (" in capsys.readouterr().out
 
 
 def test_cli_reports_bad_values_without_a_traceback(tmp_path, caplog):

@@ -19,7 +19,10 @@ DEFAULT_MATRIX = 128
 DEFAULT_NOISE = 0.02
 DEFAULT_COILS = 8
 DEFAULT_ACCEL = 8.0
-LINE_MASK_KINDS = ("vds", "equispaced")
+# What the file holds, named as passnet_core.masks and the evaluation name them.
+LINE_MASK_KINDS = ("vds_lines", "equispaced")
+# Old spelling of vds_lines, still accepted so that existing scripts keep working.
+MASK_ALIASES = {"vds": "vds_lines"}
 
 # -------------------------------------------------------------------------- evaluate
 # Copies of training.eval_cases.FAMILIES, passnet_core.masks.MASK_KINDS and the method
@@ -85,10 +88,12 @@ def simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mask",
-        choices=LINE_MASK_KINDS,
+        choices=LINE_MASK_KINDS + tuple(MASK_ALIASES),
         default=LINE_MASK_KINDS[0],
-        help="vds: variable-density phase-encode lines drawn afresh per frame; equispaced: "
-        "every R-th line plus 24 calibration lines, the same in every frame "
+        metavar="{" + ",".join(LINE_MASK_KINDS) + "}",
+        help="vds_lines: variable-density phase-encode lines drawn afresh per frame (what the "
+        "evaluation calls vds_lines-R); equispaced: every R-th line plus 24 calibration lines, "
+        "the same in every frame; 'vds' is accepted as the old name of vds_lines "
         f"(default {LINE_MASK_KINDS[0]})",
     )
     parser.add_argument(

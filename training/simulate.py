@@ -52,6 +52,7 @@ from training.cli_args import (  # the defaults passnet simulate --help document
     DEFAULT_MATRIX,
     DEFAULT_NOISE,
     LINE_MASK_KINDS,
+    MASK_ALIASES,
     simulate_arguments,
 )
 from training.phantom import (
@@ -64,6 +65,10 @@ from training.phantom import (
 
 log = logging.getLogger(__name__)
 
+MASK_DESCRIPTIONS = {
+    "vds_lines": "variable-density phase-encode lines, drawn afresh per frame",
+    "equispaced": "every R-th phase-encode line plus central calibration lines",
+}
 ACS_LINES = 24  # central lines of equispaced masks (passnet_core.masks default)
 FOV_MM = 340.0  # reconstructed field of view along the larger axis
 SLICE_THICKNESS_MM = 8.0
@@ -88,8 +93,9 @@ class SliceData:
 
 
 def line_mask(kind: str, accel: float, t: int, h: int, seed: int) -> np.ndarray:
-    """Acquired phase-encode lines ``(T, H)`` for a Cartesian mask kind (``vds``/``equispaced``)."""
-    if kind == "vds":
+    """Acquired phase-encode lines ``(T, H)`` of a Cartesian kind (``vds_lines``/``equispaced``)."""
+    kind = MASK_ALIASES.get(kind, kind)
+    if kind == "vds_lines":
         rng = np.random.default_rng([seed, 1])
         return vds_lines_mask(accel, t, h, 2, rng)[:, :, 0].numpy() > 0
     if kind == "equispaced":
@@ -352,7 +358,7 @@ def _check_args(n_coils, frames, h, w, mask, accel, partial_fourier, noise_level
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not (isinstance(h, (int, np.integer)) and isinstance(w, (int, np.integer))) or min(h, w) < 8:
         raise ValueError(f"matrix must be integers >= 8, got {(h, w)!r}")
-    if mask not in LINE_MASK_KINDS:
+    if MASK_ALIASES.get(mask, mask) not in LINE_MASK_KINDS:
         raise ValueError(
             f"mask kind {mask!r} cannot be simulated as Cartesian readouts; "
             f"use one of {LINE_MASK_KINDS}"
@@ -373,7 +379,7 @@ def simulate_cine(
     n_coils: int = DEFAULT_COILS,
     frames: int | None = None,
     matrix: int | tuple[int, int] | None = None,
-    mask: str = "vds",
+    mask: str = "vds_lines",
     accel: float = DEFAULT_ACCEL,
     oversampling: bool = True,
     partial_fourier: float = 1.0,
@@ -393,8 +399,11 @@ def simulate_cine(
     frames, matrix
         Cardiac phases (default 20) and ``(H, W)`` or one size (default 128).
     mask
-        ``"vds"`` (variable-density lines, new per frame) or ``"equispaced"`` (every
-        ``accel``-th line plus 24 ACS lines, flagged ``ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING``).
+        ``"vds_lines"`` (variable-density phase-encode lines drawn afresh per frame:
+        :func:`passnet_core.masks.vds_lines_mask`, the evaluation's ``vds_lines-R``) or
+        ``"equispaced"`` (every ``accel``-th line plus 24 ACS lines, flagged
+        ``ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING``). ``"vds"``, the old name of
+        ``"vds_lines"``, is still accepted; the file and the summary use the new name.
     accel
         Acceleration of the mask; ``1`` samples every line.
     oversampling
@@ -410,9 +419,11 @@ def simulate_cine(
     Returns
     -------
     dict
-        Summary: path, sizes, acquisitions, effective acceleration, seconds, file size.
+        Summary: path, sizes, acquisitions, ``mask`` (``KIND-R`` as the evaluation names
+        masks, e.g. ``vds_lines-8``), effective acceleration, seconds, file size.
     """
     start = time.perf_counter()
+    mask = MASK_ALIASES.get(mask, mask)
     frames = DEFAULT_FRAMES if frames is None else frames
     matrix = DEFAULT_MATRIX if matrix is None else matrix
     h, w = (matrix, matrix) if isinstance(matrix, (int, np.integer)) else tuple(matrix)
@@ -504,6 +515,8 @@ add_arguments = simulate_arguments
 
 def run(args: argparse.Namespace) -> int:
     """Run ``passnet simulate`` and print a summary; 2 on invalid options."""
+    if args.mask in MASK_ALIASES:
+        log.info("--mask %s is the old name of %s", args.mask, MASK_ALIASES[args.mask])
     try:
         if len(args.matrix) not in (1, 2):
             raise ValueError(f"--matrix takes one or two sizes, got {args.matrix}")
@@ -525,10 +538,12 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", err)
         return 2
     h, w = summary["matrix"]
+    kind = summary["mask"].rpartition("-")[0]
     print(
         f"wrote {summary['path']}: {summary['slices']} slice(s) x {summary['frames']} frames x "
         f"{h}x{w}, {summary['coils']} coils, readout {summary['readout_samples']} samples, "
-        f"mask {summary['mask']} (effective R={summary['effective_accel']:.2f}), "
+        f"mask {summary['mask']} ({MASK_DESCRIPTIONS[kind]}; "
+        f"effective R={summary['effective_accel']:.2f}), "
         f"{summary['acquisitions']} acquisitions incl. 1 noise scan, "
         f"{summary['file_bytes'] / 1e6:.1f} MB in {summary['seconds']:.2f} s"
     )
