@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.report import provenance
 from passnet_core import bart, baselines, metrics
 from passnet_core.inference import reconstruct
 from passnet_core.masks import parse_mask_name
@@ -54,6 +53,7 @@ from training.eval_report import (
     strongest_baseline,
 )
 from training.figures import comparison_figure
+from training.provenance import provenance
 from training.tuning import (
     BART_GRIDS,
     BART_ITERS,
