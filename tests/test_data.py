@@ -141,16 +141,21 @@ def test_bad_configuration_raises():
         SyntheticCines(2, coil_mode="both")
 
 
-def test_datasets_from_config_synthetic_and_folder(tmp_path):
-    from training.config import DataConfig
-    from training.data import datasets_from_config
+def test_make_datasets_splits_synthetic_and_folder_sources(tmp_path):
+    # the one data split (training.train.make_datasets), as training uses it
+    from training.config import DataConfig, TrainConfig
     from training.simulate import simulate_cine
+    from training.train import make_datasets
 
-    cfg = DataConfig(n_train=2, n_val=1, coil_mode="multi", n_coils=3, masks=["vds-4"])
-    train, val = datasets_from_config(cfg)
-    assert len(train.source) == 2 and len(val.source) == 1 and not val.train
-    assert train.source[0].name != val.source[0].name
-    for i in range(2):
+    data = DataConfig(n_train=2, n_val=1, coil_mode="multi", n_coils=3, masks=["vds-4"])
+    data.synthetic_matrix, data.crop_sizes, data.fixed_size, data.frames = 48, [32], 32, 8
+    train, val = make_datasets(TrainConfig(data=data))
+    assert len(train.source) == 2 and len(val) == 1 and not val.dataset.train
+    assert {s.name for s in train.source}.isdisjoint({val.dataset.source[0].name})
+    assert train.source.shape(0)[1:] == (48, 48)  # synthetic_matrix is honoured
+    assert val[0]["kspace"].shape[0] == 3 and val[0]["target"].shape[1:] == (32, 32)
+
+    for i in range(3):
         simulate_cine(
             tmp_path / f"f{i}.h5",
             seed=i,
@@ -161,10 +166,15 @@ def test_datasets_from_config_synthetic_and_folder(tmp_path):
             accel=1,
             oversampling=False,
         )
-    cfg = DataConfig(source="ocmr", path=str(tmp_path), n_val=1, crop_sizes=[32], frames=4)
-    train, val = datasets_from_config(cfg)
-    assert [s.name for s in val.source] == ["f1_slice0"]
+    data = DataConfig(source="ocmr", path=str(tmp_path), n_train=1, n_val=1, crop_sizes=[32])
+    data.frames, data.fixed_size = 4, 32
+    train, val = make_datasets(TrainConfig(data=data))
+    # the first volume in name order is held out; n_train caps the rest
+    assert [s.name for s in val.dataset.source] == ["f0_slice0"]
+    assert [s.name for s in train.source] == ["f1_slice0"]
     item = train[0]
     assert item["kspace"].shape == (4, 32, 32) and "coil_maps" not in item
-    with pytest.raises(ValueError, match="n_val"):
-        datasets_from_config(DataConfig(source="ocmr", path=str(tmp_path), n_val=2))
+    for extra in ("f1.h5", "f2.h5"):
+        (tmp_path / extra).unlink()
+    with pytest.raises(ValueError, match="at least 2 volumes"):
+        make_datasets(TrainConfig(data=data))
