@@ -1,4 +1,9 @@
-"""Every shipped Gadgetron chain parses, has Gadgetron 4's structure, and names real targets."""
+"""Every shipped Gadgetron chain parses, has Gadgetron 4's structure, and names real targets.
+
+The structure checked for ``<distributed>`` is what Gadgetron's own source expects
+(apps/gadgetron/connection/config/Config.cpp parses it, nodes/Distributed.cpp runs it,
+core/distributed/AcquisitionDistributor.cpp splits the stream).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,39 @@ from pathlib import Path
 import pytest
 
 from gadgetron_configs import shipped_configs
-from gadgets.chain_config import NATIVE_EQUIVALENTS, interpret_chain
+from gadgets.chain_config import (
+    NATIVE_EQUIVALENTS,
+    ChainParams,
+    UnsupportedChainError,
+    interpret_chain,
+    properties,
+)
 
 CONFIGS = shipped_configs()
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DISTRIBUTED = "passnet_distributed.xml"
+SINGLE_NODE = [p for p in CONFIGS if p.name != DISTRIBUTED]
+# Values AcquisitionDistributor's parallel_dimension accepts (its selector table).
+PARALLEL_DIMENSIONS = {
+    "kspace_encode_step_1",
+    "kspace_encode_step_2",
+    "average",
+    "slice",
+    "contrast",
+    "phase",
+    "repetition",
+    "set",
+    "segment",
+    *(f"user_{i}" for i in range(8)),
+}
 
 
-def test_the_two_documented_chains_are_shipped():
-    assert {p.name for p in CONFIGS} >= {"passnet_raw.xml", "passnet_buffered.xml"}
+def _classes(nodes: list[ET.Element]) -> list[str]:
+    return [n.findtext("classname") for n in nodes]
+
+
+def test_the_documented_chains_are_shipped():
+    assert {p.name for p in CONFIGS} >= {"passnet_raw.xml", "passnet_buffered.xml", DISTRIBUTED}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -34,18 +64,22 @@ def test_chain_structure(path: Path):
     assert {w.findtext("classname") for w in writers} >= {"ImageWriter"}
     stream = root.find("stream")
     assert stream is not None and len(stream) > 0
-    for gadget in stream.findall("gadget"):
+    for gadget in root.iter("gadget"):  # nested streams included
         assert gadget.findtext("dll") == "gadgetron_mricore"
         assert gadget.findtext("classname") in NATIVE_EQUIVALENTS
         for prop in gadget.findall("property"):
             assert prop.get("name") and prop.get("value") is not None
-    # the Python step is last: it produces the images the writer sends
-    assert stream[-1].tag == "external"
+    # the Python step is last (here or in the distributed stream): it makes the images
+    last = stream[-1]
+    if last.tag == "distributed":
+        last = last.find("stream")[-1]
+    assert last.tag == "external"
+    assert len(list(root.iter("external"))) == 1
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_python_targets_import_and_are_callable(path: Path):
-    executes = ET.parse(path).getroot().findall("stream/external/execute")
+    executes = list(ET.parse(path).getroot().iter("execute"))
     assert executes
     for execute in executes:
         assert execute.get("type") == "python"
@@ -53,7 +87,7 @@ def test_python_targets_import_and_are_callable(path: Path):
         assert callable(getattr(module, execute.get("target")))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SINGLE_NODE, ids=lambda p: p.name)
 def test_chain_configuration_is_valid_for_the_chain_and_the_server(path: Path):
     params = interpret_chain(path.read_text(encoding="utf-8"))
     assert params.weights is None  # shipped chains use the shipped weights
@@ -81,3 +115,71 @@ def test_dockerfile_installs_the_configs_where_gadgetron_looks():
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert "/usr/local/share/gadgetron/config/" in dockerfile
     assert "EXPOSE 9002" in dockerfile
+
+
+def _distributed_chain() -> ET.Element:
+    return ET.parse(next(p for p in CONFIGS if p.name == DISTRIBUTED)).getroot()
+
+
+def test_distributed_chain_has_gadgetrons_distributed_structure():
+    root = _distributed_chain()
+    stream = root.find("stream")
+    # noise scans carry slice 0: prewhitening must happen before the slices are split
+    assert [n.tag for n in stream] == ["gadget", "gadget", "distributed"]
+    assert _classes(stream.findall("gadget")) == [
+        "NoiseAdjustGadget",
+        "RemoveROOversamplingGadget",
+    ]
+    node = stream.find("distributed")
+    assert [c.tag for c in node] == ["readers", "writers", "distributor", "stream"]
+    # both directions cross the node: acquisitions out to a worker, images back
+    readers, writers = node.findall("readers/reader"), node.findall("writers/writer")
+    assert {r.findtext("dll") for r in readers} == {"gadgetron_core_readers"}
+    assert {w.findtext("dll") for w in writers} == {"gadgetron_core_writers"}
+    assert set(_classes(readers)) == {"AcquisitionReader", "ImageReader"}
+    assert set(_classes(writers)) == {"AcquisitionWriter", "ImageWriter"}
+    distributor = node.find("distributor")
+    assert distributor.findtext("dll") == "gadgetron_core_distributed"
+    assert distributor.findtext("classname") == "AcquisitionDistributor"
+    dimension = properties(distributor)["parallel_dimension"]
+    assert dimension in PARALLEL_DIMENSIONS and dimension == "slice"
+
+    inner = node.find("stream")
+    assert _classes(inner.findall("gadget")) == [
+        "AcquisitionAccumulateTriggerGadget",
+        "BucketToBufferGadget",
+    ]
+    trigger, bucket = inner.findall("gadget")
+    assert properties(trigger)["trigger_dimension"] == "slice"
+    assert properties(bucket)["N_dimension"] == "phase"
+    assert properties(bucket)["split_slices"] == "true"
+    execute = inner.find("external/execute")
+    assert execute.attrib == {
+        "name": "gadgets.passnet_gadget",
+        "target": "reconstruct",
+        "type": "python",
+    }
+    step = ChainParams.from_config(inner.find("external/configuration"))
+    assert step.frame_dimension == "phase" and step.weights is None
+
+
+def test_each_worker_gets_a_chain_the_passnet_step_runs():
+    """A worker's chain is the node's readers, writers and stream (Configuration.cpp)."""
+    node = _distributed_chain().find("stream/distributed")
+    worker = ET.Element("configuration")
+    ET.SubElement(worker, "version").text = "2"
+    for part in ("readers", "writers", "stream"):
+        worker.append(node.find(part))
+    buffered = next(p for p in CONFIGS if p.name == "passnet_buffered.xml")
+    assert interpret_chain(worker) == interpret_chain(buffered.read_text(encoding="utf-8"))
+
+
+def test_passnet_serve_accepts_the_distributed_chain_or_says_why_not():
+    """`passnet serve` is one process: it either runs the whole chain or names the node."""
+    text = next(p for p in CONFIGS if p.name == DISTRIBUTED).read_text(encoding="utf-8")
+    try:
+        params = interpret_chain(text)
+    except UnsupportedChainError as exc:
+        assert "distributed" in str(exc)
+    else:
+        assert params.frame_dimension == "phase" and params.weights is None
