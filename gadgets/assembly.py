@@ -35,23 +35,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import ismrmrd
 import numpy as np
 
 log = logging.getLogger("passnet.assembly")
 
-# ISMRMRD acquisition flags (1-based bit numbers, ismrmrd/constants.py).
-ACQ_LAST_IN_SLICE = 8
-ACQ_IS_NOISE_MEASUREMENT = 19
-ACQ_IS_PARALLEL_CALIBRATION = 20
-ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING = 21
-ACQ_LAST_IN_MEASUREMENT = 25
+# Lines that hold no image data, by ISMRMRD flag (1-based bit numbers), with the names the
+# "no images" message counts them under.
 SKIPPED_FLAGS = {
-    23: "navigator",
-    24: "phase correction",
-    26: "HP feedback",
-    27: "dummy scan",
-    28: "RT feedback",
-    29: "surface coil correction",
+    ismrmrd.ACQ_IS_NAVIGATION_DATA: "navigator",
+    ismrmrd.ACQ_IS_PHASECORR_DATA: "phase correction",
+    ismrmrd.ACQ_IS_HPFEEDBACK_DATA: "HP feedback",
+    ismrmrd.ACQ_IS_DUMMYSCAN_DATA: "dummy scan",
+    ismrmrd.ACQ_IS_RTFEEDBACK_DATA: "RT feedback",
+    ismrmrd.ACQ_IS_SURFACECOILCORRECTIONSCAN_DATA: "surface coil correction",
 }
 FRAME_DIMENSIONS = ("phase", "repetition", "auto")
 # Defaults of the buffering limits (ChainParams and the server use the same values).
@@ -307,7 +304,7 @@ class AcquisitionBuffer:
     def add_line(self, head, data: np.ndarray) -> list[SliceData | SliceFailure]:
         """Add one line given its ``ismrmrd.AcquisitionHeader`` and ``(C, S)`` samples."""
         flags = int(head.flags)
-        if flag_set(flags, ACQ_IS_NOISE_MEASUREMENT):
+        if flag_set(flags, ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
             self._add_noise(np.asarray(data))
             return []
         for bit, name in SKIPPED_FLAGS.items():
@@ -325,9 +322,9 @@ class AcquisitionBuffer:
             self._release(buf)
         frame = int(getattr(head.idx, geo.frame_dimension))
         last_frame = geo.n_frames is None or frame >= geo.n_frames - 1
-        if flag_set(flags, ACQ_LAST_IN_MEASUREMENT):
+        if flag_set(flags, ismrmrd.ACQ_LAST_IN_MEASUREMENT):
             return self.flush()
-        if flag_set(flags, ACQ_LAST_IN_SLICE) and last_frame:
+        if flag_set(flags, ismrmrd.ACQ_LAST_IN_SLICE) and last_frame:
             return [self._finish(slice_index)]
         return []
 
@@ -371,8 +368,8 @@ class AcquisitionBuffer:
         row = e1 - geo.centre_e1 + geo.enc_y // 2
         offset = geo.enc_x // 2 - int(head.center_sample)
         offset = min(max(offset, 0), geo.enc_x - data.shape[1])
-        calib_only = flag_set(flags, ACQ_IS_PARALLEL_CALIBRATION) and not flag_set(
-            flags, ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING
+        calib_only = flag_set(flags, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION) and not flag_set(
+            flags, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING
         )
         key = (frame, row, not calib_only)
         earlier = buf.lines.get(key)

@@ -24,9 +24,10 @@ from pathlib import Path
 import ismrmrd
 import pytest
 from conftest import rss_mb
+from ismrmrd import ACQ_IS_NOISE_MEASUREMENT
 
 from gadgets import protocol
-from gadgets.assembly import ACQ_IS_NOISE_MEASUREMENT, AcquisitionBuffer, flag_set
+from gadgets.assembly import AcquisitionBuffer, flag_set
 from gadgets.server import PassnetServer, ServerSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
