@@ -20,11 +20,12 @@ Rules, in the order a line meets them:
   ``ACQ_LAST_IN_MEASUREMENT``; :meth:`AcquisitionBuffer.flush` completes the rest.
 
 Memory is bounded before anything is allocated: a line that arrives again for the same frame,
-row and kind replaces the earlier one; a slice whose grid ``C*T*H*W`` would exceed
-``max_matrix_elements`` (checked on every line, so a large frame index cannot grow it later) or
-that collects more than ``max_lines_per_slice`` distinct lines fails with the reason and its
-lines are released; all pending slices together hold at most ``2 * max_matrix_elements``
-samples; noise scans are folded into a ``C x C`` sum as they arrive.
+row and kind replaces the earlier one (with ``average_repeats``: is averaged into it); a slice
+whose grid ``C*T*H*W`` would exceed ``max_matrix_elements`` (checked on every line, so a large
+frame index cannot grow it later) or that collects more than ``max_lines_per_slice`` distinct
+lines fails with the reason and its lines are released; all pending slices together hold at
+most ``2 * max_matrix_elements`` samples; noise scans are folded into a ``C x C`` sum as they
+arrive.
 
 Readout oversampling is removed per slice in one FFT: the encoded readout (``enc_x``) is
 transformed to image space, the central ``recon_x`` columns kept and transformed back.
@@ -243,8 +244,10 @@ class SliceFailure:
 class _SliceBuffer:
     channels: int | None = None
     samples: int | None = None
-    # (frame, row, for_image) -> (frame, row, offset, data, for_image); a repeat replaces
+    # (frame, row, for_image) -> (frame, row, offset, data, for_image); a repeat replaces it
+    # (or is averaged into it)
     lines: dict = field(default_factory=dict)
+    repeats: dict = field(default_factory=dict)  # key -> lines averaged (average_repeats)
     references: dict = field(default_factory=dict)  # frame -> (distance to centre, header)
     error: str | None = None
     elements: int = 0  # samples held in ``lines``
@@ -263,6 +266,13 @@ class AcquisitionBuffer:
         Refuse a slice whose ``C*T*H*W`` (encoded readout) exceeds this, before allocating.
     max_lines_per_slice
         Refuse a slice that collects more distinct lines than this.
+    noise_covariance
+        ``(C, C)`` covariance of an earlier noise measurement, used for prewhitening only when
+        the stream brings no noise scans of its own.
+    average_repeats
+        ``False`` (streaming): a repeated line replaces the earlier one. ``True`` (fully
+        sampled training files, :mod:`training.loaders`): repeats, e.g. several ``average``
+        counters, are averaged in place.
     """
 
     def __init__(
@@ -272,6 +282,7 @@ class AcquisitionBuffer:
         max_matrix_elements: int = DEFAULT_MAX_MATRIX_ELEMENTS,
         max_lines_per_slice: int = DEFAULT_MAX_LINES_PER_SLICE,
         noise_covariance: np.ndarray | None = None,
+        average_repeats: bool = False,
     ):
         if max_matrix_elements <= 0 or max_lines_per_slice <= 0:
             raise ValueError("max_matrix_elements and max_lines_per_slice must be positive")
@@ -289,6 +300,7 @@ class AcquisitionBuffer:
         # A noise covariance from an earlier measurement (the header's noise dependency),
         # used only when this stream brings no noise scans of its own.
         self._prior_noise = noise_covariance
+        self.average_repeats = average_repeats
         self.skipped: dict[str, int] = {}
         self._slices: dict[int, _SliceBuffer] = {}
 
@@ -385,7 +397,11 @@ class AcquisitionBuffer:
                 f"{where}: pending slices would hold more than {self.max_buffered_elements} "
                 "samples (2 x max_matrix_elements) without a slice ending"
             )
-        buf.lines[key] = (frame, row, offset, np.asarray(data, np.complex64), not calib_only)
+        data = np.asarray(data, np.complex64)
+        if self.average_repeats and earlier is not None:
+            n = buf.repeats[key] = buf.repeats.get(key, 1) + 1
+            data = earlier[3] + (data - earlier[3]) / n  # running mean: no growth per repeat
+        buf.lines[key] = (frame, row, offset, data, not calib_only)
         buf.elements += added
         self.buffered_elements += added
         distance = abs(e1 - geo.centre_e1) + (geo.enc_y if calib_only else 0)
@@ -398,6 +414,7 @@ class AcquisitionBuffer:
         self.buffered_elements -= buf.elements
         buf.elements = 0
         buf.lines.clear()
+        buf.repeats.clear()
         buf.references.clear()
 
     def _add_noise(self, data: np.ndarray) -> None:

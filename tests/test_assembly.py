@@ -110,6 +110,25 @@ def test_noise_scan_is_consumed_and_applied():
     np.testing.assert_allclose(result.kspace[:, 0, 3], w @ kspace[:, 0, 3], rtol=1e-4, atol=1e-4)
 
 
+def test_repeated_lines_replace_by_default_and_average_on_request():
+    _, _, kspace = known_cine(t=1)
+    rows = np.ones((1, 16), bool)
+    offset = np.full_like(kspace, 0.5 + 0.25j)
+    first = acquisitions(kspace + offset, rows, last_in_measurement=False)
+    first[-1].clear_flag(ismrmrd.ACQ_LAST_IN_SLICE)
+    second = acquisitions(kspace - offset, rows)
+    for acq in second:
+        acq.idx.average = 1
+    header = parse_header(header_xml(16, 16))
+    for average, expected in ((False, kspace - offset), (True, kspace)):
+        buffer = AcquisitionBuffer(header, average_repeats=average)
+        out = []
+        for acq in first + second:
+            out += buffer.add(acq)
+        (result,) = out
+        np.testing.assert_allclose(result.kspace, expected, atol=1e-5)
+
+
 def test_frame_dimension_auto_uses_repetition_when_phase_is_single():
     _, _, kspace = known_cine(t=3)
     header = header_xml(16, 16, frames=3, frame_limit="repetition")

@@ -1,13 +1,13 @@
 """Read fully sampled cine data sets into :class:`~training.data.CineSample` lists.
 
-OCMR
-    ISMRMRD ``.h5`` raw files (``dataset/xml`` + ``dataset/data``). All acquisitions are read
-    in one h5py call; noise, navigator, phase-correction and calibration-only readouts are
-    dropped; repeated ``average`` readouts are averaged; lines are placed by
-    ``idx.kspace_encode_step_1`` relative to the encoding-limit centre (partial Fourier and
-    asymmetric echoes zero-filled). The readout is cropped in image space to the central
-    ``reconSpace.matrixSize.x`` pixels, i.e. the central half for the usual 2x oversampling
-    (the predecessors' "crop readout to the central half"). One sample per slice.
+OCMR (any ISMRMRD raw file)
+    Read with :func:`passnet_core.ismrmrd_io.read_raw` (header through ``parse_header``) and
+    assembled by :class:`gadgets.assembly.AcquisitionBuffer`, the gadgets' own ingest, so a
+    training target is prepared by the same code as the inference input: noise scans ->
+    prewhitening, navigator/phase-correction/calibration-only readouts skipped, lines placed
+    about the encoding-limit centre (partial Fourier and asymmetric echoes zero-filled),
+    readout oversampling removed to ``reconSpace.matrixSize.x``. Unlike streaming, repeated
+    readouts of a line (``average``) are averaged. One sample per slice.
 CMRxRecon
     MATLAB v7.3 ``.mat`` (HDF5) with ``kspace_full`` shaped ``(t, slice, coil, ky, kx)`` as
     h5py sees it, a ``('real', 'imag')`` compound, centred. One sample per slice.
@@ -20,39 +20,25 @@ from __future__ import annotations
 
 import logging
 import warnings
-import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
-import ismrmrd
 import numpy as np
 import torch
 
+from gadgets.assembly import AcquisitionBuffer, SliceData, SliceFailure
 from passnet_core.fft import fft2c, ifft2c
+from passnet_core.ismrmrd_io import read_raw
 from training.data import CineSample
 
 log = logging.getLogger(__name__)
 
 CALIB = 24
-# readouts that are not part of the image: noise, navigators, phase correction, ACS-only
-_SKIP_FLAGS = (
-    ismrmrd.ACQ_IS_NOISE_MEASUREMENT,
-    ismrmrd.ACQ_IS_NAVIGATION_DATA,
-    ismrmrd.ACQ_IS_PHASECORR_DATA,
-    ismrmrd.ACQ_IS_DUMMYSCAN_DATA,
-    ismrmrd.ACQ_IS_PARALLEL_CALIBRATION,
-)
-
-
-@dataclass
-class EncodingInfo:
-    """The few header values a fully sampled Cartesian cine needs."""
-
-    readout: int  # encoded readout samples (2x recon with oversampling)
-    recon_readout: int
-    lines: int  # phase-encode matrix
-    center_line: int
+# Files on disk are trusted and read whole: the streaming limits protect a server from its
+# clients, not a training run from its own data (fully sampled multi-coil cines exceed them).
+_NO_LIMIT = 2**62
 
 
 @dataclass
@@ -65,43 +51,6 @@ class FolderScan:
     @property
     def n_skipped(self) -> int:
         return len(self.skipped)
-
-
-def _text(root: ET.Element, path: str) -> str | None:
-    """Text of the first element along a namespace-free ``a/b/c`` path."""
-    node = root
-    for tag in path.split("/"):
-        node = next((c for c in node if c.tag.rsplit("}", 1)[-1] == tag), None)
-        if node is None:
-            return None
-    return node.text
-
-
-def parse_encoding(xml: str | bytes) -> EncodingInfo:
-    """Matrix sizes and line centre from an ISMRMRD XML header.
-
-    Parsed with ElementTree and namespace-agnostic, so headers the strict schema rejects
-    (older files, missing ``sequenceParameters``) still load.
-    """
-    root = ET.fromstring(xml)
-    enc = next((c for c in root if c.tag.rsplit("}", 1)[-1] == "encoding"), None)
-    if enc is None:
-        raise ValueError("ISMRMRD header has no <encoding> section")
-    values = {
-        "readout": _text(enc, "encodedSpace/matrixSize/x"),
-        "recon_readout": _text(enc, "reconSpace/matrixSize/x"),
-        "lines": _text(enc, "encodedSpace/matrixSize/y"),
-    }
-    missing = [k for k, v in values.items() if v is None]
-    if missing:
-        raise ValueError(f"ISMRMRD header lacks matrix sizes: {missing}")
-    info = {k: int(v) for k, v in values.items()}
-    max_line = _text(enc, "encodingLimits/kspace_encoding_step_1/maximum")
-    center = _text(enc, "encodingLimits/kspace_encoding_step_1/center")
-    # OCMR: the line count can exceed the limits (partial Fourier); the centre anchors ky
-    lines = max(info["lines"], int(max_line) + 1) if max_line is not None else info["lines"]
-    center_line = int(center) if center is not None else lines // 2
-    return EncodingInfo(info["readout"], info["recon_readout"], lines, center_line)
 
 
 def coil_combine(
@@ -130,61 +79,61 @@ def coil_combine(
     return combined.numpy().astype(np.complex64), maps.numpy().astype(np.complex64)
 
 
-def _flag_set(flags: np.ndarray, flag: int) -> np.ndarray:
-    return (flags & np.uint64(1 << (flag - 1))) != 0
+def ocmr_slices(path: str | Path) -> Iterator[SliceData]:
+    """The slices of an ISMRMRD raw file as the reconstruction chain assembles them.
+
+    Slices come in the order they complete; their k-space is prewhitened when the file has
+    noise scans, and has no readout oversampling (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        Not an ISMRMRD file, a slice that cannot be assembled (the reason from
+        :mod:`gadgets.assembly`), or no imaging readouts at all.
+    """
+    path = Path(path)
+    raw = read_raw(path)
+    buffer = AcquisitionBuffer(raw.header, "auto", _NO_LIMIT, _NO_LIMIT, average_repeats=True)
+
+    def checked(items: Iterable[SliceData | SliceFailure]) -> Iterator[SliceData]:
+        for item in items:
+            if isinstance(item, SliceFailure):
+                raise ValueError(f"{path.name}: slice {item.slice_index}: {item.message}")
+            yield item
+
+    found = False
+    for acquisition in raw.acquisitions():
+        for item in checked(buffer.add(acquisition)):
+            found = True
+            yield item
+    for item in checked(buffer.iter_flush()):  # one assembled slice in memory at a time
+        found = True
+        yield item
+    if not found:
+        raise ValueError(f"{path.name}: no imaging readouts")
 
 
 def load_ocmr(path: str | Path, coil_method: str = "espirit") -> list[CineSample]:
     """Fully sampled ISMRMRD cine -> one :class:`CineSample` per slice (see module docstring).
 
-    ``coil_method`` selects the coil map estimator (``"espirit"`` or ``"walsh"``).
+    Samples are in slice-index order; ``coil_method`` selects the coil map estimator
+    (``"espirit"`` or ``"walsh"``).
     """
     path = Path(path)
-    with h5py.File(path, "r") as f:
-        if "dataset/xml" not in f or "dataset/data" not in f:
-            raise ValueError(f"{path.name}: not an ISMRMRD file (no dataset/xml + dataset/data)")
-        info = parse_encoding(f["dataset/xml"][0])
-        records = f["dataset/data"][:]
-    head = records["head"]
-    keep = np.ones(len(records), dtype=bool)
-    for flag in _SKIP_FLAGS:
-        keep &= ~_flag_set(head["flags"], flag)
-    if not keep.any():
-        raise ValueError(f"{path.name}: no imaging readouts")
-    head, records = head[keep], records[keep]
-    idx = head["idx"]
-    n_coils = int(head["active_channels"].max())
-    n_samples = int(head["number_of_samples"].max())
-    ro = max(info.readout, n_samples)
-    n_slices, n_frames = int(idx["slice"].max()) + 1, int(idx["phase"].max()) + 1
-    kspace = np.zeros((n_slices, n_coils, n_frames, info.lines, ro), np.complex64)
-    count = np.zeros((n_slices, n_frames, info.lines), np.int32)
-    line_offset = info.lines // 2 - info.center_line
-    for rec, h, i in zip(records, head, idx, strict=True):
-        ky = int(i["kspace_encode_step_1"]) + line_offset
-        ns = int(h["number_of_samples"])
-        x0 = ro // 2 - int(h["center_sample"])  # asymmetric echo: align the echo centre
-        if not 0 <= ky < info.lines or x0 < 0 or x0 + ns > ro:
-            raise ValueError(f"{path.name}: readout outside the encoded matrix (ky={ky})")
-        data = rec["data"].view(np.complex64).reshape(int(h["active_channels"]), ns)
-        s, t = int(i["slice"]), int(i["phase"])
-        kspace[s, : data.shape[0], t, ky, x0 : x0 + ns] += data
-        count[s, t, ky] += 1
-    kspace /= np.maximum(count, 1)[:, None, :, :, None]
-    sampled = count.any(axis=(0, 1)).sum()
-    if sampled < 0.5 * info.lines:
-        warnings.warn(
-            f"{path.name}: only {sampled}/{info.lines} lines sampled; is it fully sampled?",
-            stacklevel=2,
-        )
-    w = min(info.recon_readout, ro)
-    x0 = ro // 2 - w // 2
     samples = []
-    for s in range(n_slices):
-        coil_images = ifft2c(torch.from_numpy(kspace[s]))[..., x0 : x0 + w]
-        target, maps = coil_combine(coil_images, method=coil_method)
-        samples.append(CineSample(target, maps, f"{path.stem}_slice{s}"))
-    return samples
+    for data in ocmr_slices(path):
+        rows = data.mask.any(axis=(0, 2))
+        if rows.sum() < 0.5 * rows.size:
+            warnings.warn(
+                f"{path.name}: slice {data.slice_index}: only {rows.sum()}/{rows.size} lines "
+                "sampled; is it fully sampled?",
+                stacklevel=2,
+            )
+        target, maps = coil_combine(ifft2c(torch.from_numpy(data.kspace)), method=coil_method)
+        samples.append(
+            (data.slice_index, CineSample(target, maps, f"{path.stem}_slice{data.slice_index}"))
+        )
+    return [sample for _, sample in sorted(samples, key=lambda pair: pair[0])]
 
 
 def load_cmrxrecon(
