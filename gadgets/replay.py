@@ -2,46 +2,128 @@
 
 The file is read in one bulk h5py read, streamed through :func:`gadgets.chain.run_chain`
 exactly as a Gadgetron connection would stream it, and the images are written as ISMRMRD
-images (``dataset/image_<series>``), optionally also as a PNG montage, DICOM or NIfTI.
-Exit codes: 0 every slice reconstructed; 1 a slice failed (the good slices are written
-regardless); 2 nothing could be done: bad options, an output that would overwrite the input or
-is a folder (checked before any work), an unreadable input, or the output cannot be written.
-Those are one-line errors, never tracebacks.
+images (``dataset/image_<series>``); :mod:`gadgets.exporters` optionally also writes a PNG
+overview, a DICOM series and a NIfTI volume. ``--method`` reconstructs with PASSNet (default)
+or, for a side-by-side comparison on the same file, classical L+S or zero-filled SENSE.
+
+The progress bar counts reconstructed slices (the slow step); every file written is announced
+in one log line. When the input carries ground truth (``/passnet_truth/images``, written by
+``passnet simulate``) PSNR and SSIM against it are logged per slice and overall
+(:func:`compare_with_truth` states the convention).
+
+Exit codes: 0 every slice reconstructed; 1 a slice failed or an optional output could not be
+written (the good slices are written regardless); 2 nothing could be done: bad options, an
+output that would overwrite the input or is a folder (checked before any work), an unreadable
+input, or the output cannot be written. Those are one-line errors, never tracebacks.
+
+Only the standard library is imported at module level: ``passnet recon --help`` builds this
+parser without loading numpy or torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import hashlib
 import logging
+import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from tqdm import tqdm
+if TYPE_CHECKING:
+    import numpy as np
 
-from gadgets.chain import ChainParams, run_chain
-from passnet_core.ismrmrd_io import read_raw, write_images
+    from gadgets.chain_config import ChainParams
+    from passnet_core.ismrmrd_io import RawData
 
 log = logging.getLogger("passnet.replay")
 
+# --method spelling -> ChainParams.method
+METHOD_OPTIONS = {"passnet": "passnet", "lplus-s": "lplus_s", "zero-filled": "zero_filled"}
+# Ground truth of simulated files (training.simulate.TRUTH_GROUP, dataset "images").
+TRUTH_DATASET = "passnet_truth/images"
+METRICS_CONVENTION = (
+    "magnitudes; the reconstruction scaled to the truth by one least-squares factor per slice "
+    "(images are in display units), both divided by max |truth| of the slice (peak 1); SSIM "
+    "with an 11x11 Gaussian window (sigma 1.5), averaged over frames; overall = mean over slices"
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``passnet recon``."""
-    parser.add_argument("input", type=Path, help="ISMRMRD raw data file (.h5)")
-    parser.add_argument("--out", type=Path, required=True, help="output ISMRMRD image file")
-    parser.add_argument("--weights", help="PASSNet weights (default: shipped weights)")
-    parser.add_argument("--device", help="auto | cpu | cuda[:n]")
-    parser.add_argument("--frame-dimension", choices=("phase", "repetition", "auto"))
+    """Arguments of ``passnet recon`` (every option states its default and valid values)."""
+    parser.add_argument("input", type=Path, help="ISMRMRD raw data file (.h5) to reconstruct")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="OUT.h5",
+        help="output ISMRMRD image file, one image per frame in dataset/image_<series> "
+        "(required; must not be the input or a folder)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=tuple(METHOD_OPTIONS),
+        help="passnet (the network), lplus-s (classical low-rank + sparse) or zero-filled "
+        "(zero-filled SENSE, A^H d) for a side-by-side comparison on the same file "
+        "(default: passnet, or the method set in --config)",
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="PASSNet weights file, used by --method passnet "
+        "(default: the shipped passnet_core/weights/default.safetensors)",
+    )
+    parser.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="auto, cpu, cuda or cuda:N (default: auto = the first CUDA GPU when there is "
+        "one, else the CPU; or the device set in --config)",
+    )
+    parser.add_argument(
+        "--frame-dimension",
+        choices=("auto", "phase", "repetition"),
+        help="acquisition counter holding the frames: phase (cardiac phases of a gated "
+        "cine), repetition (real-time cine) or auto (from the header's encoding limits) "
+        "(default: auto, or the value set in --config)",
+    )
     parser.add_argument(
         "--config",
-        help="chain configuration: XML text, an XML file, or a config name in "
-        "gadgetron_configs (its <external> <configuration> is used)",
+        metavar="XML",
+        help="chain configuration: XML text, an XML file or a shipped chain name in "
+        "gadgetron_configs (e.g. passnet_raw); the options above override it "
+        "(default: none, the chain's defaults)",
     )
-    parser.add_argument("--png", type=Path, help="write a montage of the frames + x-t profile")
-    parser.add_argument("--dicom", type=Path, help="write one DICOM file per image here")
-    parser.add_argument("--nifti", type=Path, help="write the magnitudes as NIfTI (x, y, t, slice)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--png",
+        type=Path,
+        metavar="FILE.png",
+        help="also write an overview PNG: every frame, x-t and y-t profiles, colour bar and "
+        "mm scale; truth and |error| panels when the input carries /passnet_truth "
+        "(default: not written)",
+    )
+    parser.add_argument(
+        "--dicom",
+        type=Path,
+        metavar="FOLDER",
+        help="also write a DICOM MR series, one file per image, into this folder (created "
+        "if needed; needs the [io] extra) (default: not written)",
+    )
+    parser.add_argument(
+        "--nifti",
+        type=Path,
+        metavar="FILE.nii[.gz]",
+        help="also write the magnitudes as NIfTI-1 (x, y, slice, frame) with the scanner "
+        "geometry and frame interval (needs the [io] extra) (default: not written)",
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (default: on a terminal, a bar counting reconstructed slices)",
+    )
 
 
 def params_from_args(args: argparse.Namespace) -> ChainParams:
@@ -103,6 +185,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _write_atomically(path: Path, images: list, header_xml: str) -> None:
     """Write next to ``path``, then rename: a failed write never leaves half a file."""
+    from passnet_core.ismrmrd_io import write_images
+
     partial = path.with_name(f".{path.name}.partial")
     partial.unlink(missing_ok=True)
     try:
@@ -112,21 +196,48 @@ def _write_atomically(path: Path, images: list, header_xml: str) -> None:
         partial.unlink(missing_ok=True)
 
 
+def count_slices(raw: RawData) -> int:
+    """Slices the chain will reconstruct: distinct ``idx.slice`` of the non-noise lines."""
+    import ismrmrd
+    import numpy as np
+
+    noise = np.uint64(1 << (ismrmrd.ACQ_IS_NOISE_MEASUREMENT - 1))
+    imaging = (raw.heads["flags"] & noise) == 0
+    return int(np.unique(raw.heads["idx"]["slice"][imaging]).size)
+
+
+def _progress(total: int, label: str, disabled: bool):
+    """A bar over reconstructed slices; log lines are printed above it, not through it."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    bar = tqdm(total=total, unit="slice", desc=f"recon {label}", disable=disabled or None)
+    redirect = contextlib.nullcontext() if bar.disable else logging_redirect_tqdm()
+    return bar, redirect
+
+
 def run(args: argparse.Namespace) -> int:
-    """Reconstruct ``args.input`` into ``args.out``.
+    """Reconstruct ``args.input`` into ``args.out`` (and the optional PNG, DICOM, NIfTI).
 
     Returns
     -------
     int
-        0 on success, 1 if any slice failed, 2 when nothing could be done (bad options or
-        paths, unreadable input, output not writable), reported in one log line.
+        0 on success, 1 if any slice failed or an optional output could not be written, 2
+        when nothing could be done (bad options or paths, unreadable input, output not
+        writable), reported in one log line.
     """
     try:
         check_paths(args)
         params = params_from_args(args)
+        if getattr(args, "method", None) is not None:
+            params = dataclasses.replace(params, method=METHOD_OPTIONS[args.method])
     except (ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2
+    from gadgets.chain import run_chain
+    from gadgets.exporters import METHOD_LABELS
+    from passnet_core.ismrmrd_io import read_raw
+
     t0 = time.perf_counter()
     try:
         raw = read_raw(args.input)
@@ -134,16 +245,21 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot read %s: %s", args.input, _one_line(exc))
         return 2
     t_read = time.perf_counter() - t0
+    label = METHOD_LABELS.get(params.method, params.method)
+    n_slices = count_slices(raw)
+    log.info(
+        "%s: %d acquisitions, %d slice(s); reconstructing with %s",
+        args.input, len(raw), n_slices, label,
+    )  # fmt: skip
     images: list = []
-    items = tqdm(
-        raw.acquisitions(),
-        total=len(raw),
-        unit="acq",
-        desc="replay",
-        disable=args.no_progress or None,
-    )
+    bar, redirect = _progress(n_slices, label, args.no_progress)
     t1 = time.perf_counter()
-    report = run_chain(raw.header, items, images.append, params)
+    with bar, redirect:
+        report = run_chain(
+            raw.header, raw.acquisitions(), images.append, params, on_slice=lambda _: bar.update()
+        )
+        if report.slices_failed:
+            bar.set_postfix_str(f"{report.slices_failed} failed")
     t_chain = time.perf_counter() - t1
     try:
         _write_atomically(Path(args.out), images, raw.header_xml)
@@ -152,14 +268,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     compute = sum(t["total_s"] for t in report.timings)
     log.info(
-        "%d acquisitions: read %.2f s, chain %.2f s (recon %.2f s); ingest %.0f acq/s; "
-        "%d images -> %s",
+        "%d acquisitions: read %.2f s, chain %.2f s (recon %.2f s); ingest %.0f acq/s",
         len(raw), t_read, t_chain, compute,
-        len(raw) / max(t_read + t_chain - compute, 1e-9), len(images), args.out,
+        len(raw) / max(t_read + t_chain - compute, 1e-9),
     )  # fmt: skip
+    log.info("wrote %s: %d ISMRMRD images", args.out, len(images))
     for error in report.errors:
         log.error("%s", error)
-    extras_ok = _write_extras(args, images) if images else True
+    comparison = None
+    if images:
+        truth = read_truth(args.input)
+        comparison = compare_with_truth(images, truth) if truth is not None else None
+    extras_ok = _write_extras(args, images, raw, params, comparison) if images else True
     return 1 if report.slices_failed or report.errors or not extras_ok else 0
 
 
@@ -168,99 +288,197 @@ def _one_line(exc: BaseException) -> str:
     return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
 
 
-def _volume(images: list) -> np.ndarray:
-    """Magnitudes ``(S, T, H, W)`` ordered by slice and image index."""
-    by_slice: dict[int, list] = {}
-    for im in sorted(images, key=lambda i: i.image_index):
-        by_slice.setdefault(int(im.slice), []).append(np.abs(im.data[0, 0]))
-    n_t = max(len(v) for v in by_slice.values())
-    frames = [v + [np.zeros_like(v[0])] * (n_t - len(v)) for _, v in sorted(by_slice.items())]
-    return np.asarray(frames, dtype=np.float32)
+# ------------------------------------------------------------------------- ground truth
 
 
-def _write_extras(args: argparse.Namespace, images: list) -> bool:
-    """PNG/NIfTI/DICOM outputs; False (logged in one line) when one could not be written."""
+def read_truth(path: str | Path) -> np.ndarray | None:
+    """``(S, T, H, W)`` complex ground truth from ``/passnet_truth/images``, or ``None``."""
+    import h5py
+
     try:
-        if args.png:
-            write_montage(_volume(images), args.png)
-        if args.nifti:
-            write_nifti(_volume(images), images[0], args.nifti)
-        if args.dicom:
-            write_dicom(images, args.dicom)
-    except ImportError as exc:
-        log.error("optional output skipped (install passnet-gadgetron[io]): %s", exc)
-    except (OSError, ValueError) as exc:
-        log.error("cannot write an optional output: %s", _one_line(exc))
-        return False
-    return True
+        with h5py.File(path, "r") as f:
+            if TRUTH_DATASET not in f:
+                return None
+            return f[TRUTH_DATASET][()]
+    except (OSError, KeyError, ValueError) as exc:
+        log.warning("cannot read the ground truth in %s: %s", path, _one_line(exc))
+        return None
 
 
-def write_montage(volume: np.ndarray, path: Path) -> None:
-    """PNG: the frames of each slice in a row, then an x-t profile through the centre row."""
-    import matplotlib
+@dataclass
+class TruthComparison:
+    """PSNR/SSIM of each reconstructed slice against the ground truth.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    ``truth`` holds ``|truth|`` in the images' units (divided by each slice's fitted scale),
+    ``(S, T, H, W)`` in the order of :func:`gadgets.exporters.slice_stacks`, for display.
+    """
 
-    n_s, n_t, h, w = volume.shape
-    cols = min(n_t, 8) + 1
-    fig, axes = plt.subplots(n_s, cols, figsize=(2 * cols, 2 * n_s), squeeze=False)
-    vmax = float(np.percentile(volume, 99.5)) or 1.0
-    for s in range(n_s):
-        for t in range(cols - 1):
-            axes[s, t].imshow(volume[s, t], cmap="gray", vmin=0, vmax=vmax)
-            axes[s, t].set_title(f"s{s} t{t}", fontsize=7)
-        axes[s, -1].imshow(volume[s, :, h // 2, :], cmap="gray", vmin=0, vmax=vmax, aspect="auto")
-        axes[s, -1].set_title("x-t", fontsize=7)
-    for ax in axes.ravel():
-        ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    slices: list[int]
+    psnr: list[float]
+    ssim: list[float]
+    truth: np.ndarray
+
+    @property
+    def mean_psnr(self) -> float:
+        return sum(self.psnr) / len(self.psnr)
+
+    @property
+    def mean_ssim(self) -> float:
+        return sum(self.ssim) / len(self.ssim)
 
 
-def write_nifti(volume: np.ndarray, first, path: Path) -> None:
-    """NIfTI of shape (W, H, T, S) = (readout, phase, frame, slice) with mm voxel sizes."""
-    import nibabel as nib
+def compare_with_truth(images: list, truth: np.ndarray) -> TruthComparison | None:
+    """Score the images against the ground truth and log one line per slice and overall.
 
-    _, _, h, w = volume.shape
-    fov = first.field_of_view
-    affine = np.diag([fov[0] / w, fov[1] / h, fov[2], 1.0])
-    data = volume.transpose(3, 2, 1, 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, affine), str(path))
+    Convention (:data:`METRICS_CONVENTION`): magnitudes, since coil maps estimated from the
+    data leave an arbitrary phase; the reconstruction is multiplied by the least-squares
+    factor ``a = <|x|, |y|> / <|x|, |x|>`` because the chain prewhitens and scales its
+    output for display, so its units are not the truth's; then
+    :func:`passnet_core.metrics.psnr` (``magnitude=True``) and :func:`~passnet_core.metrics.
+    ssim` divide both by ``max |truth|`` of the slice (peak 1).
+
+    Returns
+    -------
+    TruthComparison or None
+        ``None`` (logged) when the truth does not match the images' slices and shapes.
+    """
+    import numpy as np
+
+    from gadgets.exporters import slice_stacks
+    from passnet_core import metrics
+
+    result = TruthComparison([], [], [], np.empty(0))
+    truth_units = []
+    for stack in slice_stacks(images):
+        x = stack.magnitudes().astype(np.float64)
+        index = stack.slice_index
+        if not 0 <= index < len(truth) or truth[index].shape != x.shape:
+            got = truth[index].shape if 0 <= index < len(truth) else "no such slice"
+            log.warning(
+                "ground truth does not match slice %d (%s vs images %s): no PSNR/SSIM",
+                index, got, x.shape,
+            )  # fmt: skip
+            return None
+        y = np.abs(truth[index]).astype(np.float64)
+        energy = float((x * x).sum())
+        scale = float((x * y).sum()) / energy if energy > 0 else 0.0
+        if not scale > 0 or not y.max() > 0:
+            log.warning("slice %d: empty image or truth; no PSNR/SSIM", index)
+            return None
+        psnr = float(metrics.psnr(scale * x, y, magnitude=True))
+        try:
+            ssim = float(metrics.ssim(scale * x, y))
+        except ValueError:  # smaller than the SSIM window
+            ssim = math.nan
+        log.info("slice %d vs /passnet_truth: PSNR %.2f dB, SSIM %.4f", index, psnr, ssim)
+        result.slices.append(index)
+        result.psnr.append(psnr)
+        result.ssim.append(ssim)
+        truth_units.append((y / scale).astype(np.float32))
+    result.truth = np.stack(truth_units)
+    log.info(
+        "overall (%d slice(s)) vs /passnet_truth: PSNR %.2f dB, SSIM %.4f (%s)",
+        len(result.slices), result.mean_psnr, result.mean_ssim, METRICS_CONVENTION,
+    )  # fmt: skip
+    return result
 
 
-def write_dicom(images: list, folder: Path) -> None:
-    """One minimal secondary-capture-like MR DICOM per image (uint16 magnitudes)."""
-    import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+# ------------------------------------------------------------------------- optional outputs
 
-    folder.mkdir(parents=True, exist_ok=True)
-    series = generate_uid()
-    for im in images:
-        pixels = np.clip(np.abs(im.data[0, 0]), 0, 65535).astype(np.uint16)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        path = folder / f"image_{int(im.slice):03d}_{int(im.image_index):04d}.dcm"
-        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.SeriesInstanceUID, ds.StudyInstanceUID = series, series
-        ds.Modality, ds.SeriesDescription = "MR", "PASSNet"
-        ds.InstanceNumber = int(im.image_index)
-        ds.Rows, ds.Columns = pixels.shape
-        ds.PixelSpacing = [
-            float(im.field_of_view[1]) / pixels.shape[0],
-            float(im.field_of_view[0]) / pixels.shape[1],
-        ]
-        ds.SliceThickness = float(im.field_of_view[2])
-        ds.ImagePositionPatient = [float(v) for v in im.position]
-        ds.ImageOrientationPatient = [float(v) for v in (*im.read_dir, *im.phase_dir)]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.PixelData = pixels.tobytes()
-        pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
+
+def reconstruction_key(params: ChainParams) -> str:
+    """What makes a reconstruction of one input distinct: another key, another DICOM series.
+
+    The method and the settings that change pixel values; for PASSNet also a digest of the
+    weights file's content (not its path, so a copy of the weights gives the same series).
+    """
+    parts = [
+        f"method={params.method}",
+        f"output={params.output}",
+        f"scale={params.scale}",
+        f"coil_maps={params.coil_map_method}",
+        f"frames={params.frame_dimension}",
+    ]
+    if params.method == "passnet":
+        parts.append(f"weights={_weights_digest(params.weights)}")
+    return ";".join(parts)
+
+
+def _weights_digest(weights: str | None) -> str:
+    if weights is None:
+        from passnet_core.weights import default_weights_path
+
+        weights = str(default_weights_path())
+    try:
+        return hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+    except OSError:
+        return f"unreadable:{weights}"
+
+
+def _write_extras(
+    args: argparse.Namespace,
+    images: list,
+    raw: RawData,
+    params: ChainParams,
+    comparison: TruthComparison | None,
+) -> bool:
+    """PNG/NIfTI/DICOM outputs, each announced; False when one could not be written.
+
+    A missing optional library (the ``[io]`` extra) skips that output with an error line but
+    is not a failure of the reconstruction.
+    """
+    from gadgets import exporters
+
+    label = exporters.METHOD_LABELS.get(params.method, params.method)
+    ok = True
+
+    def attempt(what: str, write) -> None:
+        nonlocal ok
+        try:
+            write()
+        except ImportError as exc:
+            log.error("%s skipped (install passnet-gadgetron[io]): %s", what, exc)
+        except (OSError, ValueError) as exc:
+            log.error("cannot write the %s: %s", what, _one_line(exc))
+            ok = False
+
+    def png() -> None:
+        title = f"{Path(args.input).name}: {label}"
+        scores = None
+        if comparison is not None:
+            title += (
+                f"; PSNR {comparison.mean_psnr:.2f} dB, SSIM {comparison.mean_ssim:.3f} "
+                "vs truth (magnitudes, least-squares scale)"
+            )
+            scores = list(zip(comparison.psnr, comparison.ssim, strict=True))
+        truth = comparison.truth if comparison is not None else None
+        path = exporters.write_png(images, args.png, truth, scores, raw.header_xml, title)
+        frames = len(images)
+        extra = ", with truth and |error|" if truth is not None else ""
+        log.info("wrote PNG %s: %d frames%s", path, frames, extra)
+
+    def nifti() -> None:
+        summary = exporters.write_nifti(images, args.nifti, raw.header_xml)
+        dt = (
+            f"frame interval {summary.interval_ms:.1f} ms ({summary.timing_source})"
+            if summary.interval_ms
+            else "frame interval unknown"
+        )
+        voxel = " x ".join(f"{v:.3g}" for v in summary.voxel_mm)
+        log.info("wrote NIfTI %s: shape %s, voxels %s mm, %s", args.nifti, summary.shape, voxel, dt)
+
+    def dicom() -> None:
+        digest = exporters.input_digest(raw.header_xml, raw.heads, raw.data)
+        info = exporters.SeriesInfo(
+            raw.header_xml, digest, reconstruction_key(params), params.method
+        )
+        count = exporters.write_dicom(images, args.dicom, info)
+        log.info("wrote DICOM series %s/: %d files (%s)", args.dicom, count, label)
+
+    if args.png:
+        attempt("PNG", png)
+    if args.nifti:
+        attempt("NIfTI", nifti)
+    if args.dicom:
+        attempt("DICOM series", dicom)
+    return ok

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import ismrmrd
 import numpy as np
 import pytest
 import torch
 from helpers import acquisitions, header_xml, known_cine
 
+from gadgets.exporters import METHOD_LABELS
+from gadgets.replay import METHOD_OPTIONS, TRUTH_DATASET, add_arguments
 from passnet_core.cli import main
 from passnet_core.fft import fft2c
 from passnet_core.ismrmrd_io import read_images, write_raw
@@ -37,7 +45,8 @@ def recon(tmp_path, raw, weights, *extra):
     return main([*argv, "--no-progress", *extra]), out
 
 
-def test_replay_writes_ismrmrd_images_and_extras(tmp_path, weights_file):
+def test_replay_writes_ismrmrd_images_and_extras(tmp_path, weights_file, caplog):
+    caplog.set_level(logging.INFO)
     raw = oversampled_two_slice_file(tmp_path / "raw.h5")
     png, nifti, dicom = tmp_path / "m.png", tmp_path / "v.nii.gz", tmp_path / "dcm"
     rc, out = recon(
@@ -58,6 +67,48 @@ def test_replay_writes_ismrmrd_images_and_extras(tmp_path, weights_file):
     assert images[1].acquisition_time_stamp >= 1000  # from frame 1's raw lines
     assert png.stat().st_size > 0 and nifti.stat().st_size > 0
     assert len(list(dicom.glob("*.dcm"))) == 6
+    # every file written is announced, one line each
+    wrote = [r.getMessage() for r in caplog.records if r.getMessage().startswith("wrote ")]
+    assert len(wrote) == 4
+    assert f"wrote {out}: 6 ISMRMRD images" in wrote
+    assert any(m.startswith(f"wrote PNG {png}") for m in wrote)
+    assert any(m.startswith(f"wrote NIfTI {nifti}: shape (16, 16, 2, 3)") for m in wrote)
+    assert any(m.startswith(f"wrote DICOM series {dicom}/: 6 files") for m in wrote)
+
+
+def test_progress_counts_reconstructed_slices(tmp_path, weights_file, monkeypatch):
+    import contextlib
+
+    from gadgets import replay
+
+    class Bar:
+        def __init__(self, total):
+            self.total, self.n, self.disable = total, 0, False
+
+        def update(self, n=1):
+            self.n += n
+
+        def set_postfix_str(self, text):
+            self.postfix = text
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    bars = []
+
+    def fake_progress(total, label, disabled):
+        bars.append(Bar(total))
+        return bars[-1], contextlib.nullcontext()
+
+    monkeypatch.setattr(replay, "_progress", fake_progress)
+    raw = oversampled_two_slice_file(tmp_path / "raw.h5")
+    rc, _ = recon(tmp_path, raw, weights_file)
+    assert rc == 0 and (bars[0].total, bars[0].n) == (2, 2)  # slices, not 24 acquisitions
+    rc, _ = recon(tmp_path, oversampled_two_slice_file(tmp_path / "nan.h5", True), weights_file)
+    assert rc == 1 and (bars[1].total, bars[1].n, bars[1].postfix) == (2, 1, "1 failed")
 
 
 def test_failed_slice_gives_nonzero_exit_but_good_images(tmp_path, weights_file):
@@ -158,3 +209,102 @@ def test_unreadable_input_is_one_line_and_exit_2(tmp_path, cine_file, caplog, da
     assert len(errors) == 1 and "\n" not in errors[0].getMessage()
     assert "Traceback" not in caplog.text
     assert not (tmp_path / "out.h5").exists()
+
+
+# ------------------------------------------------------------ methods and ground truth
+def _overall_psnr(caplog) -> tuple[float, float]:
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("overall")]
+    match = re.search(r"PSNR (-?[0-9.]+) dB, SSIM ([0-9.]+)", line)
+    assert match and "magnitudes" in line and "max |truth|" in line, line
+    return float(match[1]), float(match[2])
+
+
+def test_each_method_runs_and_lplus_s_beats_zero_filled(tmp_path, weights_file, cine_file, caplog):
+    caplog.set_level(logging.INFO)
+    scores = {}
+    comments = {
+        "passnet": "PASSNet",
+        "lplus-s": "L+S (classical)",
+        "zero-filled": "zero-filled SENSE",
+    }
+    for method in comments:
+        caplog.clear()
+        rc, out = recon(tmp_path, cine_file, weights_file, "--method", method)
+        assert rc == 0, caplog.text
+        images = read_images(out)["image_1"]
+        assert len(images) == 8 and all(np.isfinite(im.data).all() for im in images)
+        assert images[0].meta["ImageComment"] == comments[method]
+        assert f"reconstructing with {METHOD_LABELS[METHOD_OPTIONS[method]]}" in caplog.text
+        assert "slice 0 vs /passnet_truth: PSNR" in caplog.text
+        scores[method] = _overall_psnr(caplog)
+    assert scores["lplus-s"][0] > scores["zero-filled"][0] + 1.0, scores
+    assert scores["lplus-s"][1] > scores["zero-filled"][1], scores
+
+
+def test_method_names_map_to_the_chain(tmp_path):
+    import argparse
+
+    from gadgets.chain_config import METHODS
+
+    assert set(METHOD_OPTIONS.values()) == set(METHODS)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["in.h5", "--out", "o.h5"])
+    assert args.method is None  # the default comes from --config, else passnet
+    with pytest.raises(SystemExit):
+        parser.parse_args(["in.h5", "--out", "o.h5", "--method", "lplus_s"])
+
+
+def test_truth_comparison_convention(cine_file):
+    from gadgets.exporters import slice_stacks
+    from gadgets.replay import compare_with_truth, read_truth
+    from training.simulate import TRUTH_GROUP
+
+    assert TRUTH_DATASET == f"{TRUTH_GROUP}/images"
+    truth = read_truth(cine_file)
+    assert truth is not None and truth.shape == (1, 8, 48, 48)
+    # images 7x the truth's magnitude: the least-squares scale removes the factor
+    images = []
+    for t in range(8):
+        image = ismrmrd.Image.from_array(7 * np.abs(truth[0, t]).astype(np.float32)[None])
+        image.image_index, image.phase = t + 1, t
+        images.append(image)
+    result = compare_with_truth(images, truth)
+    assert result.slices == [0] and result.psnr[0] > 100 and result.ssim[0] == pytest.approx(1)
+    np.testing.assert_allclose(result.truth[0], 7 * np.abs(truth[0]), rtol=1e-4)  # image units
+    assert [s.slice_index for s in slice_stacks(images)] == [0]
+    assert compare_with_truth(images[:4], truth) is None  # frame count differs
+    assert read_truth(Path(cine_file).with_name("absent.h5")) is None
+
+
+def test_recon_without_truth_prints_no_psnr(tmp_path, weights_file, caplog):
+    caplog.set_level(logging.INFO)
+    raw = oversampled_two_slice_file(tmp_path / "raw.h5")
+    assert recon(tmp_path, raw, weights_file)[0] == 0
+    assert "PSNR" not in caplog.text
+
+
+# ------------------------------------------------------------ --help and imports
+def test_help_documents_every_option_with_default_and_values(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["recon", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--out", "--method", "--weights", "--device", "--frame-dimension", "--config",
+                   "--png", "--dicom", "--nifti", "--no-progress"):  # fmt: skip
+        assert option in text, option
+    assert text.count("(default:") >= 9  # every option but the required --out
+    for values in ("{passnet,lplus-s,zero-filled}", "auto, cpu, cuda or cuda:N",
+                   "{auto,phase,repetition}", "default: passnet", "default: auto"):  # fmt: skip
+        assert values in text, values
+
+
+def test_importing_replay_loads_only_the_standard_library():
+    code = (
+        "import sys, gadgets.replay\n"
+        "heavy = {'numpy', 'torch', 'h5py', 'ismrmrd', 'tqdm', 'pydicom', 'nibabel', "
+        "'matplotlib', 'gadgets.chain', 'passnet_core.metrics'}\n"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
