@@ -85,15 +85,6 @@ def cine_stream(cine_file: Path) -> RawStream:
     return RawStream(header_xml, acquisitions, frames, slices)
 
 
-def rss_mb() -> float:
-    """Resident memory of this process in MiB (Linux ``/proc``), for leak checks."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
 # The real scanner file lives in ../shared beside the checkout (CI has it, a fresh clone not).
 SIEMENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "siemens_bssfp_phantom_R3.h5"
 

@@ -201,3 +201,12 @@ def known_cine(c: int = 4, t: int = 3, h: int = 16, w: int = 16):
     maps = maps / np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
     kspace = fft2c(torch.from_numpy(maps[:, None] * image[None])).numpy().astype(np.complex64)
     return image, maps.astype(np.complex64), kspace
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MiB (Linux ``/proc``), for leak checks."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import ismrmrd
 import pytest
-from conftest import rss_mb
+from helpers import rss_mb
 from ismrmrd import ACQ_IS_NOISE_MEASUREMENT
 
 from gadgets import protocol

@@ -12,7 +12,7 @@ import time
 import ismrmrd
 import pytest
 import torch
-from conftest import rss_mb
+from helpers import rss_mb
 
 from gadgets import protocol
 from gadgets.server import PassnetServer, ServerSettings
