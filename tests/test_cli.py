@@ -25,7 +25,6 @@ NAMES = [c.name for c in SUBCOMMANDS]
 # Commands whose option module still imports heavy packages at module level; the reason
 # names what blocks them. Non-strict: they pass as soon as their owners make them light.
 NOT_LIGHT_YET = {
-    "recon": "gadgets.replay imports torch, numpy, h5py and ismrmrd at module level",
     "serve": "gadgets.server imports ismrmrd, gadgets.protocol, gadgets.chain_config, "
     "gadgets.dependency and passnet_core.ismrmrd_io (numpy, h5py, scipy) at module level",
     "bench": "benchmarks.run imports torch and benchmarks.latency/streaming at module level",
