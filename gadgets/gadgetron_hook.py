@@ -14,6 +14,12 @@ So this module is imported at interpreter start-up by ``passnet_gadgetron_harden
 timeout (``PASSNET_GADGET_TIMEOUT``, default 300 s); after the handshake reads block as
 gadgetron's do (the PASSNet step then installs its own per-message timeout). Nothing else in
 gadgetron changes. This module must stay cheap to import: it runs in every interpreter.
+
+It also supplies the step's target where Gadgetron leaves it out: in distributed mode
+Gadgetron forwards the chain to its workers without the ``target`` attribute of ``<execute>``
+(its config serialiser writes only ``name`` and ``type``), so a worker starts
+``python -m gadgetron PORT gadgets.passnet_gadget`` with no target, which gadgetron's loader
+cannot run. :func:`add_missing_target` appends the step's one target (``reconstruct``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import os
 import sys
 
 TARGET = "gadgetron.external.connection"
+# Modules of this package runnable by ``python -m gadgetron`` and their one target.
+DEFAULT_TARGETS = {"gadgets.passnet_gadget": "reconstruct"}
 _CLOSE = b"\x04\x00"  # GADGET_MESSAGE_CLOSE
 
 
@@ -120,8 +128,38 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
+def add_missing_target(argv: list[str], orig_argv: list[str]) -> bool:
+    """Append the default target to ``python -m gadgetron PORT MODULE`` (in place).
+
+    Parameters
+    ----------
+    argv
+        ``sys.argv`` while ``.pth`` files run: ``["-m", PORT, MODULE, ...]``.
+    orig_argv
+        ``sys.orig_argv`` (the interpreter's own command line), to see that the module run is
+        ``gadgetron``.
+
+    Returns
+    -------
+    bool
+        True when a target was added.
+    """
+    try:
+        at = orig_argv.index("-m")
+    except ValueError:
+        return False
+    if orig_argv[at + 1 : at + 2] != ["gadgetron"] or len(argv) != 3:
+        return False
+    target = DEFAULT_TARGETS.get(argv[2])
+    if target is None:
+        return False
+    argv.append(target)
+    return True
+
+
 def install() -> None:
     """Register the hook (idempotent); patch at once if gadgetron is already imported."""
+    add_missing_target(sys.argv, list(getattr(sys, "orig_argv", [])))
     if TARGET in sys.modules:
         patch(sys.modules[TARGET])
         return

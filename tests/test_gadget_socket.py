@@ -67,12 +67,16 @@ def _listener() -> socket.socket:
     return listener
 
 
-def test_gadget_started_like_gadgetron_returns_one_image_per_frame(cine_stream, weights_file):
+# A distributed Gadgetron forwards <execute> to its workers without the target attribute.
+@pytest.mark.parametrize("target", [["reconstruct"], []], ids=["target", "no_target"])
+def test_gadget_started_like_gadgetron_returns_one_image_per_frame(
+    target, cine_stream, weights_file
+):
     with _listener() as listener:
         port = listener.getsockname()[1]
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), GADGETRON_EXTERNAL_LOG_LEVEL="INFO")
         process = subprocess.Popen(
-            [sys.executable, "-m", "gadgetron", str(port), "gadgets.passnet_gadget", "reconstruct"],
+            [sys.executable, "-m", "gadgetron", str(port), "gadgets.passnet_gadget", *target],
             cwd=REPO_ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -242,3 +246,21 @@ def test_gadgetron_started_step_exits_on_a_broken_handshake(case, cine_stream):
     assert elapsed < 15, f"step ran {elapsed:.0f} s after a {case}"
     expected = "timed out" if case == "stalled_handshake" else "Gadgetron closed the connection"
     assert expected in output, output
+
+
+@pytest.mark.parametrize(
+    ("argv", "orig", "added"),
+    [
+        (["-m", "9", "gadgets.passnet_gadget"], ["py", "-m", "gadgetron", "9", "x"], True),
+        (["-m", "9", "gadgets.passnet_gadget", "run"], ["py", "-m", "gadgetron"], False),
+        (["-m", "9", "other.module"], ["py", "-m", "gadgetron", "9", "x"], False),
+        (["-m", "9", "gadgets.passnet_gadget"], ["py", "-m", "json.tool"], False),
+        (["script.py", "a", "b"], ["py", "script.py", "a", "b"], False),
+    ],
+)
+def test_only_a_targetless_gadgetron_run_of_our_step_gets_a_target(argv, orig, added):
+    from gadgets.gadgetron_hook import add_missing_target
+
+    before = list(argv)
+    assert add_missing_target(argv, orig) is added
+    assert argv == (before + ["reconstruct"] if added else before)
