@@ -11,11 +11,10 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from benchmarks import latency, streaming
-from benchmarks.report import append_section
+if TYPE_CHECKING:  # the work modules import torch: only after the command line parsed
+    from benchmarks.latency import Size
 
 log = logging.getLogger("passnet.bench")
 
@@ -23,7 +22,7 @@ SECTIONS = ("latency", "gpu", "streaming", "quality")
 QUALITY_METHODS = ("zero-filled", "lplus-s", "bart-llr", "passnet-uniform", "passnet")
 
 
-def parse_sizes(text: str) -> list[latency.Size]:
+def parse_sizes(text: str) -> list[Size]:
     """``"16x128x128x1,30x192x156x15"`` -> ``[(16, 128, 128, 1), (30, 192, 156, 15)]``."""
     sizes = []
     for item in (s.strip() for s in text.split(",")):
@@ -90,8 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _check(args: argparse.Namespace) -> tuple[list[latency.Size], list[str]]:
+def _check(args: argparse.Namespace) -> tuple[list[Size], list[str]]:
     """Validate everything before any heavy work."""
+    from benchmarks import latency
+
     sections = parse_sections(args.sections)
     if args.sizes:
         sizes = parse_sizes(args.sizes)
@@ -114,6 +115,10 @@ def _check(args: argparse.Namespace) -> tuple[list[latency.Size], list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen sections and append them to ``args.out``; 2 on bad arguments."""
+    import torch
+
+    from benchmarks.report import append_section
+
     try:
         sizes, sections = _check(args)
     except ValueError as exc:
@@ -131,7 +136,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _latency(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str, str, str]:
+def _latency(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str]:
+    import torch
+
+    from benchmarks import latency
+
     rows = [
         latency.measure_size(s, torch.device("cpu"), args.repeats, args.stages, not args.no_bart)
         for s in sizes
@@ -139,7 +148,7 @@ def _latency(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str, 
     return "Inference latency per slice (CPU)", latency.latency_markdown(rows), "cpu"
 
 
-def _gpu(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str, str, str]:
+def _gpu(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str]:
     from benchmarks import gpu
 
     size = sizes[-1]
@@ -148,7 +157,9 @@ def _gpu(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str, str,
     return "GPU inference options", gpu.gpu_markdown(result, size), device
 
 
-def _streaming(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str, str, str]:
+def _streaming(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str]:
+    from benchmarks import streaming
+
     shape = streaming.QUICK_SLICE if args.quick else streaming.DEFAULT_SLICE
     result = streaming.measure_streaming(shape, args.streaming_stages)
     return (
@@ -158,7 +169,7 @@ def _streaming(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str
     )
 
 
-def _quality(args: argparse.Namespace, sizes: list[latency.Size]) -> tuple[str, str, str]:
+def _quality(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str]:
     title = "Quality on held-out synthetic cines"
     if args.quality_from is not None:
         quoted = args.quality_from.read_text()

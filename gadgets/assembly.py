@@ -39,6 +39,12 @@ from dataclasses import dataclass, field
 import ismrmrd
 import numpy as np
 
+from gadgets.chain_config import (  # the chain's option values and limits, defined once
+    DEFAULT_MAX_LINES_PER_SLICE,
+    DEFAULT_MAX_MATRIX_ELEMENTS,
+    FRAME_DIMENSIONS,
+)
+
 log = logging.getLogger("passnet.assembly")
 
 # Lines that hold no image data, by ISMRMRD flag (1-based bit numbers), with the names the
@@ -51,10 +57,6 @@ SKIPPED_FLAGS = {
     ismrmrd.ACQ_IS_RTFEEDBACK_DATA: "RT feedback",
     ismrmrd.ACQ_IS_SURFACECOILCORRECTIONSCAN_DATA: "surface coil correction",
 }
-FRAME_DIMENSIONS = ("phase", "repetition", "auto")
-# Defaults of the buffering limits (ChainParams and the server use the same values).
-DEFAULT_MAX_MATRIX_ELEMENTS = 64 * 1024 * 1024
-DEFAULT_MAX_LINES_PER_SLICE = 128 * 1024
 
 
 def flag_set(flags: int, bit: int) -> bool:

@@ -10,6 +10,8 @@ executed: the native steps Python stands in for are accepted (the PASSNet chain 
 removes oversampling and buffers by itself), readers and writers are ignored, the PASSNet
 ``<external>`` step contributes its ``<configuration>``, and any other native gadget is refused
 with :class:`UnsupportedChainError` naming it.
+
+Only the standard library is imported here, so command-line parsers can use it cheaply.
 """
 
 from __future__ import annotations
@@ -21,22 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gadgets.assembly import (
-    DEFAULT_MAX_LINES_PER_SLICE,
-    DEFAULT_MAX_MATRIX_ELEMENTS,
-    FRAME_DIMENSIONS,
-)
-
 LOG = logging.getLogger(__name__)
 
 PASSNET_MODULE = "gadgets.passnet_gadget"
 PASSNET_TARGET = "reconstruct"
 
 # Values of the chain's options (checked in one place: ChainParams.__post_init__).
+FRAME_DIMENSIONS = ("phase", "repetition", "auto")  # acquisition counter of the cardiac phase
 OUTPUTS = ("magnitude", "complex")
 COIL_MAP_METHODS = ("espirit", "walsh")
 FALLBACKS = ("zero_filled", "none")
 METHODS = ("passnet", "lplus_s", "zero_filled")
+# Slice limits: a slice's C*T*H*W (8 bytes each, complex64) and the distinct lines it buffers.
+DEFAULT_MAX_MATRIX_ELEMENTS = 64 * 1024 * 1024
+DEFAULT_MAX_LINES_PER_SLICE = 128 * 1024
 
 # Native gadgets whose job the PASSNet chain does itself (value: what stands in for it).
 NATIVE_EQUIVALENTS = {

@@ -46,7 +46,7 @@ SUBCOMMANDS: tuple[Command, ...] = (
         "serve",
         "gadgets.server",
         "serve the Gadgetron client protocol (gadgetron_ismrmrd_client)",
-        "gadgets.server:add_arguments",
+        "gadgets.server_settings:add_arguments",
     ),
     Command(
         "train",

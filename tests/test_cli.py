@@ -22,14 +22,6 @@ from training import cli_args
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "numpy", "h5py", "ismrmrd")
 NAMES = [c.name for c in SUBCOMMANDS]
-# Commands whose option module still imports heavy packages at module level; the reason
-# names what blocks them. Non-strict: they pass as soon as their owners make them light.
-NOT_LIGHT_YET = {
-    "serve": "gadgets.server imports ismrmrd, gadgets.protocol, gadgets.chain_config, "
-    "gadgets.dependency and passnet_core.ismrmrd_io (numpy, h5py, scipy) at module level",
-    "bench": "benchmarks.run imports torch and benchmarks.latency/streaming at module level",
-}
-NO_TORCH_YET = {k: v for k, v in NOT_LIGHT_YET.items() if k != "serve"}
 OWN_COMMANDS = ("simulate", "train", "evaluate", "info")
 
 # In a fresh interpreter: run `passnet CMD --help` through main() (as the console script
@@ -61,13 +53,7 @@ def _help_probe(*argv: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _marks(name: str, blocked: dict[str, str]) -> list:
-    if name in blocked:
-        return [pytest.mark.xfail(reason=blocked[name], strict=False)]
-    return []
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n, NO_TORCH_YET)) for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_help_answers_without_importing_torch(name: str):
     probe = _help_probe(name, "--help")
     assert probe["code"] == 0
@@ -75,7 +61,7 @@ def test_help_answers_without_importing_torch(name: str):
     assert "torch" not in probe["heavy"]
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n, NOT_LIGHT_YET)) for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_help_imports_no_heavy_package(name: str):
     assert _help_probe(name, "--help")["heavy"] == []
 
