@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from passnet_core.cli import Command
+
 if TYPE_CHECKING:  # the work modules import torch: only after the command line parsed
     from benchmarks.latency import Size
 
@@ -205,3 +207,12 @@ _SECTION_RUNNERS = {
     "streaming": _streaming,
     "quality": _quality,
 }
+
+
+# Registered in pyproject.toml ([project.entry-points."passnet.commands"]).
+COMMAND = Command(
+    "bench",
+    "benchmarks.run",
+    "latency/throughput/quality benchmarks -> BENCHMARKS.md",
+    "benchmarks.run:add_arguments",
+)

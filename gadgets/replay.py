@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from passnet_core.cli import Command
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -482,3 +484,12 @@ def _write_extras(
     if args.dicom:
         attempt("DICOM series", dicom)
     return ok
+
+
+# Registered in pyproject.toml ([project.entry-points."passnet.commands"]).
+COMMAND = Command(
+    "recon",
+    "gadgets.replay",
+    "reconstruct an ISMRMRD raw file offline (no server)",
+    "gadgets.replay:add_arguments",
+)

@@ -16,6 +16,7 @@ from gadgets.chain_config import (
     DEFAULT_MAX_MATRIX_ELEMENTS,
     ChainParams,
 )
+from passnet_core.cli import Command
 
 LOG = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -167,3 +168,12 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         allow_fallback=args.allow_fallback,
         shutdown_grace=args.shutdown_grace,
     )
+
+
+# Registered in pyproject.toml ([project.entry-points."passnet.commands"]).
+COMMAND = Command(
+    "serve",
+    "gadgets.server",
+    "serve the Gadgetron client protocol (gadgetron_ismrmrd_client)",
+    "gadgets.server_settings:add_arguments",
+)

@@ -1,6 +1,8 @@
 """The ``passnet`` console script.
 
-Each subcommand names two things: the function that adds its options (``add_arguments``-style,
+Commands are registered by the packages that implement them, as entry points of the group
+``passnet.commands`` (pyproject.toml), so this engine package names nothing above it. Each
+:class:`Command` names two things: the function that adds its options (``add_arguments``-style,
 in a module that imports only the standard library at module level) and the module whose
 ``run(args) -> int`` does the work. The work module is imported only after the command line
 parsed, so ``passnet COMMAND --help`` and a mistyped option answer without loading torch,
@@ -18,7 +20,7 @@ from typing import NamedTuple
 
 
 class Command(NamedTuple):
-    """One subcommand of ``passnet``."""
+    """One subcommand of ``passnet``, registered by the package that implements it."""
 
     name: str
     module: str  # defines run(args) -> int
@@ -26,53 +28,33 @@ class Command(NamedTuple):
     arguments: str  # "module:function" adding the options; its module must import light
 
 
-# Explicit list, not a plugin registry: adding a command is a one-line change here plus the
-# module. Commands whose work module imports torch at module level keep their options in a
-# separate, import-light module (training.cli_args).
-SUBCOMMANDS: tuple[Command, ...] = (
-    Command(
-        "simulate",
-        "training.simulate",
-        "write a synthetic multi-coil cardiac cine ISMRMRD file",
-        "training.cli_args:simulate_arguments",
-    ),
-    Command(
-        "recon",
-        "gadgets.replay",
-        "reconstruct an ISMRMRD raw file offline (no server)",
-        "gadgets.replay:add_arguments",
-    ),
-    Command(
-        "serve",
-        "gadgets.server",
-        "serve the Gadgetron client protocol (gadgetron_ismrmrd_client)",
-        "gadgets.server_settings:add_arguments",
-    ),
-    Command(
-        "train",
-        "training.train",
-        "train PASSNet from a YAML config",
-        "training.cli_args:train_arguments",
-    ),
-    Command(
-        "evaluate",
-        "training.evaluate",
-        "evaluate PASSNet and baselines on held-out synthetic cines",
-        "training.cli_args:evaluate_arguments",
-    ),
-    Command(
-        "bench",
-        "benchmarks.run",
-        "latency/throughput/quality benchmarks -> BENCHMARKS.md",
-        "benchmarks.run:add_arguments",
-    ),
-    Command(
-        "info",
-        "passnet_core.info",
-        "show weights, device and library versions",
-        "passnet_core.info:add_arguments",
-    ),
-)
+# Entry-point group under which packages register their commands (pyproject.toml,
+# [project.entry-points."passnet.commands"]): this engine package names no module above it.
+ENTRY_POINT_GROUP = "passnet.commands"
+
+
+def subcommands() -> tuple[Command, ...]:
+    """The registered commands, sorted by name (each entry point names a :class:`Command`).
+
+    Raises
+    ------
+    SystemExit
+        No command is registered (the package's metadata is missing: not installed).
+    """
+    from importlib.metadata import entry_points
+
+    commands = []
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        command = entry.load()
+        if not isinstance(command, Command) or command.name != entry.name:
+            raise TypeError(f"entry point {entry.name!r} ({entry.value}) is not its Command")
+        commands.append(command)
+    if not commands:
+        raise SystemExit(
+            f"passnet: no commands registered under {ENTRY_POINT_GROUP!r}; "
+            "install the package (pip install -e .)"
+        )
+    return tuple(sorted(commands, key=lambda c: c.name))
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -113,14 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in SUBCOMMANDS:
+    for command in subcommands():
         sub.add_parser(command.name, help=command.help, add_help=False)
     return parser
 
 
 def command_parser(name: str) -> argparse.ArgumentParser:
     """The parser of one subcommand, built without importing the module that runs it."""
-    command = next(c for c in SUBCOMMANDS if c.name == name)
+    command = next(c for c in subcommands() if c.name == name)
     parser = argparse.ArgumentParser(
         prog=f"passnet {command.name}",
         description=command.help,
@@ -144,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args = command_parser(top.command).parse_args(rest)  # --help and bad options exit here
     args.verbose = top.verbose
-    module = importlib.import_module(next(c for c in SUBCOMMANDS if c.name == top.command).module)
+    module = importlib.import_module(next(c for c in subcommands() if c.name == top.command).module)
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

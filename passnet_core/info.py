@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import platform
 
+from passnet_core.cli import Command
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``passnet info``."""
@@ -42,3 +44,12 @@ def run(args: argparse.Namespace) -> int:
         if key in training:
             print(f"training {key}: {training[key]}")
     return 0
+
+
+# Registered in pyproject.toml ([project.entry-points."passnet.commands"]).
+COMMAND = Command(
+    "info",
+    "passnet_core.info",
+    "show weights, device and library versions",
+    "passnet_core.info:add_arguments",
+)

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from passnet_core.cli import SUBCOMMANDS, DefaultsHelpFormatter, command_parser, main
+from passnet_core.cli import DefaultsHelpFormatter, command_parser, main, subcommands
 from training import cli_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "numpy", "h5py", "ismrmrd")
-NAMES = [c.name for c in SUBCOMMANDS]
+NAMES = [c.name for c in subcommands()]
 OWN_COMMANDS = ("simulate", "train", "evaluate", "info")
 
 # In a fresh interpreter: run `passnet CMD --help` through main() (as the console script

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from passnet_core.cli import Command
+
 # -------------------------------------------------------------------------- simulate
 DEFAULT_FRAMES = 20
 DEFAULT_MATRIX = 128
@@ -237,3 +239,25 @@ def evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         help="device for PASSNet: auto (a GPU if present, else cpu), cpu, cuda or cuda:N "
         "(default auto)",
     )
+
+
+# -------------------------------------------------------------------------- commands
+# Registered in pyproject.toml ([project.entry-points."passnet.commands"]).
+SIMULATE = Command(
+    "simulate",
+    "training.simulate",
+    "write a synthetic multi-coil cardiac cine ISMRMRD file",
+    "training.cli_args:simulate_arguments",
+)
+TRAIN = Command(
+    "train",
+    "training.train",
+    "train PASSNet from a YAML config",
+    "training.cli_args:train_arguments",
+)
+EVALUATE = Command(
+    "evaluate",
+    "training.evaluate",
+    "evaluate PASSNet and baselines on held-out synthetic cines",
+    "training.cli_args:evaluate_arguments",
+)
