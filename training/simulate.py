@@ -83,7 +83,7 @@ TRUTH_DEFINITION = (
 
 
 @dataclasses.dataclass
-class SliceData:
+class SimulatedSlice:
     """One simulated slice: acquired-grid k-space, ground truth, maps and line mask."""
 
     kspace: np.ndarray  # (C, T, H, RO) complex64 on the full grid, noise on acquired lines
@@ -106,8 +106,9 @@ def line_mask(kind: str, accel: float, t: int, h: int, seed: int) -> np.ndarray:
     )
 
 
-def noise_covariance(n_coils: int, rng: np.random.Generator) -> np.ndarray:
-    """A Hermitian positive definite ``(C, C)`` covariance with mean diagonal 1.
+def random_coil_covariance(n_coils: int, rng: np.random.Generator) -> np.ndarray:
+    """A random receiver-noise covariance to simulate: Hermitian positive definite ``(C, C)``,
+    mean diagonal 1 (the gadgets *estimate* one from noise scans: ``gadgets.assembly``).
 
     Unequal coil noise levels and correlations of a few tens of percent, as in real arrays.
     """
@@ -148,7 +149,7 @@ def synthesize_slice(
     oversampling: bool,
     noise_chol: np.ndarray,
     rng: np.random.Generator,
-) -> SliceData:
+) -> SimulatedSlice:
     """Simulate one slice.
 
     Render the phantom and coil maps at ``(2H, 2W)``, keep the central ``(H, W)`` of k-space
@@ -177,7 +178,8 @@ def synthesize_slice(
     )
     noise = noise_chol.astype(np.complex64) @ (white / np.sqrt(2))
     noisy[:, t_idx, ky_idx] += noise.reshape(n_coils, t_idx.size, ro)
-    return SliceData(noisy, truth.numpy().astype(np.complex64), maps.astype(np.complex64), lines)
+    truth_images = truth.numpy().astype(np.complex64)
+    return SimulatedSlice(noisy, truth_images, maps.astype(np.complex64), lines)
 
 
 def _orientation(n_slices: int, slice_index: int) -> dict[str, np.ndarray]:
@@ -272,7 +274,7 @@ def build_header(
 
 
 def _acquisition_records(
-    slices: list[SliceData],
+    slices: list[SimulatedSlice],
     noise: np.ndarray,
     oversampling: bool,
     w: int,
@@ -434,7 +436,7 @@ def simulate_cine(
     rng = np.random.default_rng(seed)
     base = draw_params(rng, frames=frames, matrix=(h, w))
     coil_seed = int(rng.integers(2**31 - 1))
-    unit_cov = noise_covariance(n_coils, rng)
+    unit_cov = random_coil_covariance(n_coils, rng)
     noise_chol = np.linalg.cholesky(unit_cov) * noise_level
     noise_cov = unit_cov * noise_level**2
     first_line = h - int(round(partial_fourier * h))
