@@ -14,8 +14,3 @@ def config_path(name: str) -> Path:
         shipped = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.xml")))
         raise FileNotFoundError(f"no shipped Gadgetron config named {name!r}; shipped: {shipped}")
     return candidate
-
-
-def shipped_configs() -> list[Path]:
-    """All XML chains shipped in this package."""
-    return sorted(CONFIG_DIR.glob("*.xml"))

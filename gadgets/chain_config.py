@@ -343,9 +343,7 @@ def read_config_option(value: str | None) -> str | None:
     path = Path(value)
     if path.is_file():
         return path.read_text(encoding="utf-8")
-    for name in (value, f"{value}.xml"):
-        try:
-            return load_named_chain(name)
-        except UnsupportedChainError:
-            continue
-    raise ValueError(f"--config {value!r}: no such file or shipped chain name")
+    try:
+        return load_named_chain(value)  # a name or a stem
+    except UnsupportedChainError:
+        raise ValueError(f"--config {value!r}: no such file or shipped chain name") from None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gadgetron_configs import shipped_configs
+from gadgetron_configs import CONFIG_DIR
 from gadgets.chain_config import (
     NATIVE_EQUIVALENTS,
     ChainParams,
@@ -22,7 +22,7 @@ from gadgets.chain_config import (
     properties,
 )
 
-CONFIGS = shipped_configs()
+CONFIGS = sorted(CONFIG_DIR.glob("*.xml"))
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTED = "passnet_distributed.xml"
 SINGLE_NODE = [p for p in CONFIGS if p.name != DISTRIBUTED]
