@@ -37,19 +37,26 @@ from typing import TYPE_CHECKING
 from passnet_core.cli import Command
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
+    from tqdm import tqdm
 
     from gadgets.chain_config import ChainParams
     from passnet_core.ismrmrd_io import RawData
 
-log = logging.getLogger("passnet.replay")
+log = logging.getLogger(__name__)
 
 # --method spelling -> ChainParams.method
 METHOD_OPTIONS = {"passnet": "passnet", "lplus-s": "lplus_s", "zero-filled": "zero_filled"}
-# Ground truth of simulated files (training.simulate.TRUTH_GROUP, dataset "images").
-TRUTH_DATASET = "passnet_truth/images"
+# Ground truth of simulated files (training.simulate.TRUTH_GROUP: "images", and the true
+# "coil_maps" and "noise_covariance" that put it in the chain's intensity convention).
+TRUTH_GROUP = "passnet_truth"
+TRUTH_DATASET = f"{TRUTH_GROUP}/images"
 METRICS_CONVENTION = (
-    "magnitudes; the reconstruction scaled to the truth by one least-squares factor per slice "
+    "magnitudes; the truth weighted by the prewhitened coil sensitivity |W S| as the chain's "
+    "SENSE combination weights the object; "
+    "the reconstruction scaled to the truth by one least-squares factor per slice "
     "(images are in display units), both divided by max |truth| of the slice (peak 1); SSIM "
     "with an 11x11 Gaussian window (sigma 1.5), averaged over frames; overall = mean over slices"
 )
@@ -208,7 +215,9 @@ def count_slices(raw: RawData) -> int:
     return int(np.unique(raw.heads["idx"]["slice"][imaging]).size)
 
 
-def _progress(total: int, label: str, disabled: bool):
+def _progress(
+    total: int, label: str, disabled: bool
+) -> tuple[tqdm, contextlib.AbstractContextManager[object]]:
     """A bar over reconstructed slices; log lines are printed above it, not through it."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -294,17 +303,41 @@ def _one_line(exc: BaseException) -> str:
 
 
 def read_truth(path: str | Path) -> np.ndarray | None:
-    """``(S, T, H, W)`` complex ground truth from ``/passnet_truth/images``, or ``None``."""
+    """``(S, T, H, W)`` ground truth from ``/passnet_truth``, in the chain's intensity convention.
+
+    The stored images are ``x = sum_c conj(S_c) (S_c x)`` with true maps ``sum_c |S_c|^2 = 1``.
+    The chain prewhitens the data (``W``, from the noise scans) and combines the coils with
+    maps normalised after whitening, which weights the object by ``|W S(r)|``: a smooth gain
+    that varies by a factor of 2-3 over the field of view with unequal, correlated coil noise.
+    When the file stores the true maps and noise covariance, the truth is weighted the same
+    way, so the score measures the reconstruction rather than that gain; otherwise it is
+    returned as stored. ``None`` when the file has no truth.
+    """
     import h5py
+    import numpy as np
+
+    from gadgets.assembly import prewhitening_matrix
 
     try:
         with h5py.File(path, "r") as f:
             if TRUTH_DATASET not in f:
                 return None
-            return f[TRUTH_DATASET][()]
+            truth = f[TRUTH_DATASET][()]
+            group = f[TRUTH_GROUP]
+            if "coil_maps" not in group or "noise_covariance" not in group:
+                return truth
+            maps = group["coil_maps"][()]  # (S, C, H, W)
+            covariance = group["noise_covariance"][()].astype(np.complex128)
     except (OSError, KeyError, ValueError) as exc:
         log.warning("cannot read the ground truth in %s: %s", path, _one_line(exc))
         return None
+    try:
+        whitened = np.einsum("ij,sjhw->sihw", prewhitening_matrix(covariance), maps)
+    except ValueError as exc:
+        log.warning("ground truth noise covariance unusable (%s): truth unweighted", exc)
+        return truth
+    gain = np.sqrt((np.abs(whitened) ** 2).sum(axis=1))  # (S, H, W)
+    return (truth * gain[:, None]).astype(truth.dtype)
 
 
 @dataclass
@@ -434,7 +467,7 @@ def _write_extras(
     label = exporters.METHOD_LABELS.get(params.method, params.method)
     ok = True
 
-    def attempt(what: str, write) -> None:
+    def attempt(what: str, write: Callable[[], object]) -> None:
         nonlocal ok
         try:
             write()
