@@ -18,7 +18,7 @@ from passnet_core.cli import Command
 if TYPE_CHECKING:  # the work modules import torch: only after the command line parsed
     from benchmarks.latency import Size
 
-log = logging.getLogger("passnet.bench")
+log = logging.getLogger(__name__)
 
 SECTIONS = ("latency", "gpu", "streaming", "quality")
 QUALITY_METHODS = ("zero-filled", "lplus-s", "bart-llr", "passnet-uniform", "passnet")

@@ -45,7 +45,7 @@ from gadgets.chain_config import (  # the chain's option values and limits, defi
     FRAME_DIMENSIONS,
 )
 
-log = logging.getLogger("passnet.assembly")
+log = logging.getLogger(__name__)
 
 # Lines that hold no image data, by ISMRMRD flag (1-based bit numbers), with the names the
 # "no images" message counts them under.

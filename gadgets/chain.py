@@ -23,7 +23,7 @@ from gadgets.pipeline import ReconEngine, reconstruct_slice
 
 __all__ = ["ChainParams", "ChainReport", "run_chain"]
 
-log = logging.getLogger("passnet.chain")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 PASSNET_MODULE = "gadgets.passnet_gadget"
 PASSNET_TARGET = "reconstruct"
@@ -273,7 +273,7 @@ def interpret_chain(chain: str | ET.Element) -> ChainParams:
                 )
             if name == "BucketToBufferGadget":
                 n_dimension = properties(node).get("N_dimension", "").lower() or None
-            LOG.debug("chain step %s -> %s", name, NATIVE_EQUIVALENTS[name])
+            log.debug("chain step %s -> %s", name, NATIVE_EQUIVALENTS[name])
         elif node.tag == "external":
             execute = node.find("execute")
             module = execute.get("name", "") if execute is not None else ""
@@ -306,7 +306,7 @@ def interpret_chain(chain: str | ET.Element) -> ChainParams:
                 f"frame_dimension={params.frame_dimension}"
             )
         if not stated:
-            LOG.info(
+            log.info(
                 "BucketToBufferGadget buffers frames along %s; the PASSNet step does not state "
                 "frame_dimension and resolves it from the header",
                 n_dimension,

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-log = logging.getLogger("passnet.exporters")
+log = logging.getLogger(__name__)
 
 TIME_STAMP_TICK_MS = 2.5
 UID_ROOT = "2.25"

@@ -25,7 +25,7 @@ from gadgetron.types.recon_data import ReconData
 
 from gadgets import gadgetron_hook, protocol
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # Installed at start-up by the package's .pth; again here for a source checkout without it
 # (then only connections made after this import, e.g. by listen(), are covered).
@@ -78,22 +78,22 @@ def reconstruct(connection: Connection, timeout: float | None = DEFAULT_READ_TIM
 
         harden_connection(connection, timeout)
         params = ChainParams.from_config(connection.config)
-        LOG.info("PASSNet step starting with %s", params)
+        log.info("PASSNet step starting with %s", params)
         report = run_chain(connection.header, connection, connection.send, params)
-        LOG.info(
+        log.info(
             "PASSNet step done: %d slice(s) reconstructed, %d failed",
             report.slices_done,
             report.slices_failed,
         )
         for error in report.errors:
-            LOG.error("PASSNet step: %s", error)
+            log.error("PASSNet step: %s", error)
     except Exception:
-        LOG.exception("PASSNet step failed")
+        log.exception("PASSNet step failed")
     finally:
         try:
             connection.socket.close()
         except Exception:  # closing must never raise to the host
-            LOG.debug("closing the Gadgetron connection failed", exc_info=True)
+            log.debug("closing the Gadgetron connection failed", exc_info=True)
 
 
 def listen(port: int, timeout: float | None = DEFAULT_READ_TIMEOUT_S) -> None:

@@ -18,7 +18,7 @@ from gadgets.assembly import SliceData
 from gadgets.chain_config import ChainParams
 from passnet_core.fft import ifft2c
 
-log = logging.getLogger("passnet.pipeline")
+log = logging.getLogger(__name__)
 
 # Automatic output scaling: the slice's largest magnitude becomes this value (a 12-bit range,
 # what scanner DICOM viewers expect); the images stay float32.

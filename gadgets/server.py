@@ -63,7 +63,7 @@ __all__ = [
     "settings_from_args",
 ]
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # The chain and the header are XML of a few kB; a larger one is refused before it is read.
 MAX_XML_BYTES = 4 * 1024 * 1024
@@ -72,7 +72,7 @@ MAX_XML_BYTES = 4 * 1024 * 1024
 def _read_chain(stream: protocol.SocketStream) -> str:
     message = protocol.read_message(stream)
     if message.id == protocol.MESSAGE_CONFIG_FILE:
-        LOG.info("client asked for chain %r", message.item)
+        log.info("client asked for chain %r", message.item)
         return load_named_chain(message.item)
     if message.id == protocol.MESSAGE_CONFIG_SCRIPT:
         return message.item
@@ -100,7 +100,7 @@ def _answer_dependency_query(
     while protocol.read_message(stream).id != protocol.MESSAGE_CLOSE:
         pass
     record = noise_store.get(target)
-    LOG.info(
+    log.info(
         "%s: dependency query for noise measurement %r: %s",
         peer,
         target,
@@ -166,7 +166,7 @@ def serve_client(
         if isinstance(item, ismrmrd.Image):
             protocol.write_image(stream, item)
         else:
-            LOG.debug("%s: not sending %s to the client", peer, type(item).__name__)
+            log.debug("%s: not sending %s to the client", peer, type(item).__name__)
 
     def stopping() -> str:
         return "PASSNet server shutting down; " if cancel is not None and cancel.is_set() else ""
@@ -184,7 +184,7 @@ def serve_client(
         depends_on = noise_dependency(header)
         prior = noise_store.get(depends_on) if depends_on else None
         if prior is not None:
-            LOG.info("%s: noise measurement %r known: prewhitening with it", peer, depends_on)
+            log.info("%s: noise measurement %r known: prewhitening with it", peer, depends_on)
         report = run_chain(
             header,
             _incoming_items(stream),
@@ -196,7 +196,7 @@ def serve_client(
         own_id = measurement_id(header)
         if report.noise_covariance is not None and own_id:
             noise_store.put(own_id, NoiseRecord(report.noise_covariance))
-        LOG.info(
+        log.info(
             "%s: %d slice(s) reconstructed, %d failed, %d image(s) sent",
             peer,
             report.slices_done,
@@ -206,13 +206,13 @@ def serve_client(
         if report.errors:
             _tell(stream, stopping() + "PASSNet: " + "; ".join(report.errors))
     except (ValueError, TimeoutError) as exc:  # bad input or a stalled client
-        LOG.error("%s: %s", peer, exc)
+        log.error("%s: %s", peer, exc)
         _tell(stream, f"{stopping()}PASSNet server: {exc}")
     except OSError as exc:
-        LOG.error("%s: connection failed: %s", peer, exc)
+        log.error("%s: connection failed: %s", peer, exc)
         _tell(stream, f"{stopping()}PASSNet server: connection failed: {exc}")
     except Exception as exc:  # MemoryError included: this session ends, the server goes on
-        LOG.exception("%s: internal error", peer)
+        log.exception("%s: internal error", peer)
         _tell(stream, f"{stopping()}PASSNet server internal error: {type(exc).__name__}: {exc}")
     finally:
         try:
@@ -299,7 +299,7 @@ class PassnetServer:
                     f"{problem}; refusing to start (--allow-fallback serves zero-filled "
                     "SENSE images instead)"
                 )
-            LOG.warning("%s; serving zero-filled SENSE images (--allow-fallback)", problem)
+            log.warning("%s; serving zero-filled SENSE images (--allow-fallback)", problem)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -314,7 +314,7 @@ class PassnetServer:
             target=self._accept_loop, name="passnet-accept", daemon=True
         )
         self._accept_thread.start()
-        LOG.info("passnet serve listening on %s:%d", *self.address)
+        log.info("passnet serve listening on %s:%d", *self.address)
         return self.address
 
     def _accept_loop(self) -> None:
@@ -328,7 +328,7 @@ class PassnetServer:
                 break  # listener closed by stop()
             if self._stopping.is_set() or not self._slots.acquire(blocking=False):
                 why = "shutting down" if self._stopping.is_set() else f"{self._limit} clients"
-                LOG.warning("refusing %s: %s", _peer_name(sock), why)
+                log.warning("refusing %s: %s", _peer_name(sock), why)
                 busy = protocol.SocketStream(sock, timeout=5.0)
                 _tell(busy, f"PASSNet server busy ({why}); try again later")
                 busy.close()
@@ -410,7 +410,7 @@ class PassnetServer:
             running = list(self._threads)
             clients = list(self._clients)
         if running:
-            LOG.info("closing %d running session(s)", len(running))
+            log.info("closing %d running session(s)", len(running))
         self._cancel.set()
         for sock in clients:  # end blocked reads; each session still writes its text + close
             _shutdown(sock, socket.SHUT_RD)
@@ -420,7 +420,7 @@ class PassnetServer:
             stuck = list(self._clients)
         for sock in stuck:  # a session still computing: its socket goes, the thread is daemon
             _shutdown(sock, socket.SHUT_RDWR)
-        LOG.info("passnet serve stopped")
+        log.info("passnet serve stopped")
 
     def __enter__(self) -> PassnetServer:
         self.start()
@@ -442,16 +442,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
-        LOG.error("%s", exc)
+        log.error("%s", exc)
         return 2
     server = PassnetServer(settings)
     try:
         server.start()
     except ValueError as exc:
-        LOG.error("%s", exc)
+        log.error("%s", exc)
         return 2
     except OSError as exc:
-        LOG.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
         return 1
     _install_signal_handlers(server)
     server.serve_forever()
@@ -466,10 +466,10 @@ def _install_signal_handlers(server: PassnetServer) -> None:
     def handle(signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
         if server._stopping.is_set():
-            LOG.warning("%s again: closing running sessions now", name)
+            log.warning("%s again: closing running sessions now", name)
             server._cancel.set()
             return
-        LOG.info(
+        log.info(
             "%s received: stopping; %d running session(s) get %g s to finish",
             name,
             server.running_sessions(),

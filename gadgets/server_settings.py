@@ -18,7 +18,7 @@ from gadgets.chain_config import (
 )
 from passnet_core.cli import Command
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
@@ -88,7 +88,7 @@ class ServerSettings:
         slice limits are the smaller of the chain's and the server's.
         """
         if params.weights is not None:
-            LOG.warning("%s: ignoring the chain's 'weights' property (server decides)", peer)
+            log.warning("%s: ignoring the chain's 'weights' property (server decides)", peer)
         changes: dict[str, Any] = {
             "weights": self.weights,
             "max_matrix_elements": min(params.max_matrix_elements, self.max_matrix_elements),

@@ -63,7 +63,7 @@ from training.tuning import (
     validation_data,
 )
 
-log = logging.getLogger("passnet.evaluate")
+log = logging.getLogger(__name__)
 
 DEFAULT_MASKS = ("vds_lines-8", "radial-8", "vds-8")
 CLASSICAL = ("zero-filled", "lplus-s", "bart-llr", "bart-tv")

@@ -45,7 +45,7 @@ from training.cli_args import train_arguments
 from training.config import TrainConfig, load_config
 from training.data import collate_cine
 
-log = logging.getLogger("passnet.train")
+log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_WEIGHTS_NAME = "best.safetensors"

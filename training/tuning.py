@@ -26,7 +26,7 @@ import torch
 from passnet_core import bart, baselines, metrics
 from training.eval_cases import SIMULATE_NOISE, VALIDATION_SEEDS, CaseData, case_data, make_cases
 
-log = logging.getLogger("passnet.tuning")
+log = logging.getLogger(__name__)
 
 BART_ITERS = 100
 BART_REGULARISERS = {"bart-llr": "L:7:7:{}", "bart-tv": "T:1024:0:{}"}
