@@ -70,24 +70,24 @@ def gpu_benchmark(
     convolutions (:func:`half_convolutions`), and the peak memory of the eager run (GiB).
     ``device="cpu"`` runs the same code for checking it where no GPU exists.
     """
-    device = torch.device(device)
-    on_gpu = device.type == "cuda"
+    dev = torch.device(device)
+    on_gpu = dev.type == "cuda"
     if on_gpu and not cuda_available():
         return {"status": SKIPPED}
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     t, h, w, _ = size
     out: dict[str, float | str] = {
-        "device": torch.cuda.get_device_name(device) if on_gpu else str(device)
+        "device": torch.cuda.get_device_name(dev) if on_gpu else str(dev)
     }
-    casorati = torch.randn(1, h * w, t, dtype=torch.complex64, device=device)
+    casorati = torch.randn(1, h * w, t, dtype=torch.complex64, device=dev)
     for name, fn in _svd_candidates(casorati).items():
         try:
             out[name] = median_time(fn, repeats, sync)
         except Exception as exc:  # a driver missing from this build must not stop the rest
             out[name] = f"failed: {type(exc).__name__}: {exc}"[:120]
     case = make_case(size)  # already normalised: the network is called directly
-    args = model_args(case, device)
-    model, _ = build_models(n_stages, device)
+    args = model_args(case, dev)
+    model, _ = build_models(n_stages, dev)
 
     def run(net: Callable) -> Callable[[], object]:
         def call() -> object:
@@ -97,10 +97,10 @@ def gpu_benchmark(
         return call
 
     if on_gpu:
-        torch.cuda.reset_peak_memory_stats(device)
+        torch.cuda.reset_peak_memory_stats(dev)
     out["PASSNet eager fp32"] = median_time(run(model), repeats, sync)
     if on_gpu:
-        out["peak memory eager (GiB)"] = torch.cuda.max_memory_allocated(device) / 2**30
+        out["peak memory eager (GiB)"] = torch.cuda.max_memory_allocated(dev) / 2**30
     variants = {
         "PASSNet fp16 convolutions": lambda: run(half_convolutions(model)),
         "PASSNet torch.compile": lambda: run(torch.compile(model)),

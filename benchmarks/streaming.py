@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gadgets.assembly import AcquisitionBuffer, SliceData
 from gadgets.chain import ChainParams, run_chain
@@ -20,6 +21,13 @@ from gadgets.pipeline import ReconEngine, reconstruct_slice
 from passnet_core.ismrmrd_io import RawData, read_raw
 from passnet_core.model import PASSNet, PASSNetConfig
 from passnet_core.weights import save_weights
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+    from multiprocessing.queues import Queue
+
+# What the client process reports: acquisitions, seconds streaming, seconds in all, error.
+ClientReply = tuple[int, float, float, str | None]
 
 #: the issue's streaming slice: (frames, H, W, coils)
 DEFAULT_SLICE = (30, 192, 156, 15)
@@ -111,7 +119,7 @@ def recon_rate(raw: RawData, params: ChainParams) -> float:
     return len(raw) / max(wall - compute, 1e-9)
 
 
-def _client_process(address: tuple[str, int], raw_path: str, replies) -> None:
+def _client_process(address: tuple[str, int], raw_path: str, replies: Queue[ClientReply]) -> None:
     """Child process: stream ``raw_path`` to the server like ``gadgetron_ismrmrd_client``."""
     from gadgets.protocol import client_session
 
@@ -131,7 +139,7 @@ def _client_process(address: tuple[str, int], raw_path: str, replies) -> None:
     replies.put((len(raw), streaming, done - start, error))
 
 
-def _reply(replies, client, timeout: float = 900.0) -> tuple:
+def _reply(replies: Queue[ClientReply], client: BaseProcess, timeout: float = 900.0) -> ClientReply:
     """The client's reply, or ``RuntimeError`` as soon as it died without one."""
     import queue
 

@@ -17,6 +17,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from unittest import mock
 
 import torch
 from torch import nn
@@ -56,10 +57,8 @@ def time_step(backend: str, batch: int, size: int, frames: int, repeats: int) ->
     target = torch.randn(batch, frames, size, size, dtype=torch.complex64)
     kspace = op.forward(target)
     x0 = op.adjoint(kspace)
-    original = conv.Conv3d.forward
-    conv.Conv3d.forward = _patched(backend)  # type: ignore[method-assign]
-    try:
-        times = []
+    times = []
+    with mock.patch.object(conv.Conv3d, "forward", _patched(backend)):  # restored on exit
         for _ in range(repeats + 1):
             start = time.perf_counter()
             loss = (stage(x0, op, kspace) - target).abs().pow(2).mean()
@@ -67,8 +66,6 @@ def time_step(backend: str, batch: int, size: int, frames: int, repeats: int) ->
             loss.backward()
             opt.step()
             times.append((time.perf_counter() - start) / batch)
-    finally:
-        conv.Conv3d.forward = original  # type: ignore[method-assign]
     return statistics.median(times[1:])  # the first call warms up oneDNN
 
 

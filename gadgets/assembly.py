@@ -34,7 +34,9 @@ transformed to image space, the central ``recon_x`` columns kept and transformed
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import ismrmrd
 import numpy as np
@@ -44,6 +46,10 @@ from gadgets.chain_config import (  # the chain's option values and limits, defi
     DEFAULT_MAX_MATRIX_ELEMENTS,
     FRAME_DIMENSIONS,
 )
+
+if TYPE_CHECKING:
+    from gadgetron.types import ReconData
+    from ismrmrd.xsd import encodingLimitsType, ismrmrdHeader
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +92,14 @@ class Geometry:
     channels: int | None
 
 
-def _limit_count(limits, name: str) -> int | None:
+def _limit_count(limits: encodingLimitsType | None, name: str) -> int | None:
     lim = getattr(limits, name, None) if limits is not None else None
     if lim is None or lim.maximum is None:
         return None
     return int(lim.maximum) - int(lim.minimum or 0) + 1
 
 
-def resolve_frame_dimension(header, choice: str = "auto") -> str:
+def resolve_frame_dimension(header: ismrmrdHeader, choice: str = "auto") -> str:
     """``"phase"``/``"repetition"`` as given; ``"auto"``: phase if its limit has >1 value,
     else repetition if that has >1, else phase."""
     if choice not in FRAME_DIMENSIONS:
@@ -108,7 +114,7 @@ def resolve_frame_dimension(header, choice: str = "auto") -> str:
     return "phase"
 
 
-def geometry_from_header(header, frame_dimension: str = "auto") -> Geometry:
+def geometry_from_header(header: ismrmrdHeader, frame_dimension: str = "auto") -> Geometry:
     """Read matrix sizes, k-space centre, frame/slice counts and FOV from a parsed header."""
     enc = header.encoding[0]
     es, rs = enc.encodedSpace, enc.reconSpace or enc.encodedSpace
@@ -279,13 +285,13 @@ class AcquisitionBuffer:
 
     def __init__(
         self,
-        header,
+        header: ismrmrdHeader,
         frame_dimension: str = "auto",
         max_matrix_elements: int = DEFAULT_MAX_MATRIX_ELEMENTS,
         max_lines_per_slice: int = DEFAULT_MAX_LINES_PER_SLICE,
         noise_covariance: np.ndarray | None = None,
         average_repeats: bool = False,
-    ):
+    ) -> None:
         if max_matrix_elements <= 0 or max_lines_per_slice <= 0:
             raise ValueError("max_matrix_elements and max_lines_per_slice must be positive")
         self.geometry = geometry_from_header(header, frame_dimension)
@@ -307,7 +313,7 @@ class AcquisitionBuffer:
         self._slices: dict[int, _SliceBuffer] = {}
 
     # -- ingest --------------------------------------------------------------------------
-    def add(self, acquisition) -> list[SliceData | SliceFailure]:
+    def add(self, acquisition: ismrmrd.Acquisition) -> list[SliceData | SliceFailure]:
         """Add one ``ismrmrd.Acquisition``; returns the slices it completed (often none)."""
         # ``getHead()`` deep-copies the header (~60 us); read the live one, copy only what is kept
         head = getattr(acquisition, "_head", None)
@@ -315,7 +321,9 @@ class AcquisitionBuffer:
             head = acquisition.getHead() if hasattr(acquisition, "getHead") else acquisition
         return self.add_line(head, acquisition.data)
 
-    def add_line(self, head, data: np.ndarray) -> list[SliceData | SliceFailure]:
+    def add_line(
+        self, head: ismrmrd.AcquisitionHeader, data: np.ndarray
+    ) -> list[SliceData | SliceFailure]:
         """Add one line given its ``ismrmrd.AcquisitionHeader`` and ``(C, S)`` samples."""
         flags = int(head.flags)
         if flag_set(flags, ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
@@ -342,7 +350,9 @@ class AcquisitionBuffer:
             return [self._finish(slice_index)]
         return []
 
-    def _check_line(self, head, data: np.ndarray, buf: _SliceBuffer) -> str | None:
+    def _check_line(
+        self, head: ismrmrd.AcquisitionHeader, data: np.ndarray, buf: _SliceBuffer
+    ) -> str | None:
         geo = self.geometry
         channels, samples = int(head.active_channels), int(head.number_of_samples)
         where = f"slice {int(head.idx.slice)}, line e1={int(head.idx.kspace_encode_step_1)}"
@@ -374,7 +384,9 @@ class AcquisitionBuffer:
             return f"{where}: NaN or inf samples"
         return None
 
-    def _store(self, head, data: np.ndarray, buf: _SliceBuffer, flags: int) -> str | None:
+    def _store(
+        self, head: ismrmrd.AcquisitionHeader, data: np.ndarray, buf: _SliceBuffer, flags: int
+    ) -> str | None:
         """Keep one checked line; returns the reason when a limit refuses it."""
         geo = self.geometry
         frame = int(getattr(head.idx, geo.frame_dimension))
@@ -473,7 +485,7 @@ class AcquisitionBuffer:
         """Complete every buffered slice (end of stream)."""
         return list(self.iter_flush())
 
-    def iter_flush(self):
+    def iter_flush(self) -> Iterator[SliceData | SliceFailure]:
         """Complete the buffered slices one at a time (only one assembled slice in memory)."""
         while self._slices:
             yield self._finish(min(self._slices))
@@ -495,7 +507,7 @@ class AcquisitionBuffer:
 
     def _assemble(self, slice_index: int, buf: _SliceBuffer) -> SliceData:
         geo = self.geometry
-        if not buf.lines:
+        if not buf.lines or buf.channels is None:  # the first stored line sets the channels
             raise ValueError(f"slice {slice_index}: no imaging data")
         stored = list(buf.lines.values())
         image_frames = [ln[0] for ln in stored if ln[4]]
@@ -561,7 +573,7 @@ class AcquisitionBuffer:
         )
 
 
-def _copy_header(head):
+def _copy_header(head: ismrmrd.AcquisitionHeader) -> ismrmrd.AcquisitionHeader:
     """An independent copy of an ``ismrmrd.AcquisitionHeader`` (ctypes struct) or object."""
     cls = type(head)
     if hasattr(cls, "from_buffer_copy"):
@@ -583,7 +595,9 @@ def central_run(rows: np.ndarray) -> int:
 
 
 # ------------------------------------------------------------------------- Gadgetron ReconData
-def slices_from_recon_data(recon_data, header) -> list[SliceData | SliceFailure]:
+def slices_from_recon_data(
+    recon_data: ReconData, header: ismrmrdHeader
+) -> list[SliceData | SliceFailure]:
     """Convert a ``gadgetron.types.ReconData`` (from BucketToBufferGadget) to slices.
 
     Each bit's buffer ``data`` is ``(RO, E1, E2, CHA, N, S, LOC)``; frames are taken from
@@ -655,7 +669,7 @@ def slices_from_recon_data(recon_data, header) -> list[SliceData | SliceFailure]
     return out
 
 
-def _first_header(heads: np.ndarray):
+def _first_header(heads: np.ndarray) -> ismrmrd.AcquisitionHeader:
     """The first non-empty header of an object array (BucketToBuffer leaves gaps zeroed)."""
     flat = [h for h in np.asarray(heads).ravel() if h is not None]
     for h in flat:

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import ismrmrd
 import numpy as np
@@ -20,6 +21,9 @@ from gadgets.assembly import AcquisitionBuffer, SliceData, SliceFailure, slices_
 from gadgets.chain_config import ChainParams
 from gadgets.images import build_images
 from gadgets.pipeline import ReconEngine, reconstruct_slice
+
+if TYPE_CHECKING:
+    from ismrmrd.xsd import ismrmrdHeader
 
 __all__ = ["ChainParams", "ChainReport", "run_chain"]
 
@@ -42,13 +46,13 @@ class ChainReport:
 class _Chain:
     def __init__(
         self,
-        header,
+        header: ismrmrdHeader,
         send: Callable[[object], None],
         params: ChainParams,
         cancel: threading.Event | None = None,
         on_slice: Callable[[dict], None] | None = None,
         noise_covariance: np.ndarray | None = None,
-    ):
+    ) -> None:
         self.header, self.send, self.params = header, send, params
         self.cancel, self.on_slice = cancel, on_slice
         self.prior_noise = noise_covariance
@@ -77,7 +81,7 @@ class _Chain:
         log.error(message)
         self.report.errors.append(message)
 
-    def handle(self, item) -> None:
+    def handle(self, item: object) -> None:
         if isinstance(item, ismrmrd.Acquisition):
             self.report.acquisitions += 1
             buffer = self.buffer()
@@ -161,7 +165,7 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
 
 
-def _is_recon_data(item) -> bool:
+def _is_recon_data(item: object) -> bool:
     try:
         from gadgetron.types import ReconData
     except ImportError:  # pragma: no cover - gadgetron is a dependency
@@ -170,8 +174,8 @@ def _is_recon_data(item) -> bool:
 
 
 def run_chain(
-    header,
-    items: Iterable,
+    header: ismrmrdHeader,
+    items: Iterable[object],
     send: Callable[[object], None],
     params: ChainParams,
     cancel: threading.Event | None = None,

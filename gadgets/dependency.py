@@ -22,10 +22,14 @@ import threading
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gadgets.chain_config import NOISE_SUMMARY_GADGET, local_name, properties
+
+if TYPE_CHECKING:
+    from ismrmrd.xsd import ismrmrdHeader
 
 # Gadgetron's client asks for the noise of measurement X under this name.
 NOISE_FILE_PREFIX = "GadgetronNoiseCovarianceMatrix_"
@@ -113,7 +117,7 @@ def query_answer(record: NoiseRecord | None) -> str:
     return meta.serialize()
 
 
-def noise_dependency(header) -> str | None:
+def noise_dependency(header: ismrmrdHeader) -> str | None:
     """The ``measurementID`` of the noise measurement an ISMRMRD header depends on, if any."""
     info = getattr(header, "measurementInformation", None)
     for dependency in getattr(info, "measurementDependency", None) or []:
@@ -122,7 +126,7 @@ def noise_dependency(header) -> str | None:
     return None
 
 
-def measurement_id(header) -> str | None:
+def measurement_id(header: ismrmrdHeader) -> str | None:
     """The header's own ``measurementID``, if any."""
     info = getattr(header, "measurementInformation", None)
     return ((getattr(info, "measurementID", None) or "").strip()) or None

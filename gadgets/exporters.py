@@ -46,13 +46,17 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import ismrmrd
     import numpy as np
+    from ismrmrd.xsd import ismrmrdHeader
+    from matplotlib.axes import Axes
+    from matplotlib.image import AxesImage
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +80,7 @@ class SliceStack:
     """The frames of one slice in time order (``image_index`` order), with their headers."""
 
     slice_index: int
-    images: list
+    images: list[ismrmrd.Image]
 
     def magnitudes(self) -> np.ndarray:
         """``(T, H, W)`` float32 magnitudes of the frames."""
@@ -85,7 +89,7 @@ class SliceStack:
         return np.stack([np.abs(im.data[0, 0]) for im in self.images]).astype(np.float32)
 
 
-def slice_stacks(images: Sequence) -> list[SliceStack]:
+def slice_stacks(images: Sequence[ismrmrd.Image]) -> list[SliceStack]:
     """Group images by ``slice`` (ascending) and order each slice's frames by ``image_index``.
 
     Raises
@@ -95,7 +99,7 @@ def slice_stacks(images: Sequence) -> list[SliceStack]:
     """
     if not images:
         raise ValueError("no images to export")
-    groups: dict[int, list] = {}
+    groups: dict[int, list[ismrmrd.Image]] = {}
     for image in images:
         groups.setdefault(int(image.slice), []).append(image)
     return [
@@ -122,19 +126,19 @@ def volume(stacks: Sequence[SliceStack]) -> np.ndarray:
 # ---------------------------------------------------------------------------- geometry
 
 
-def _vec(values) -> np.ndarray:
+def _vec(values: Iterable[float]) -> np.ndarray:
     import numpy as np
 
     return np.array([float(v) for v in values], dtype=np.float64)
 
 
-def pixel_spacing(image) -> tuple[float, float]:
+def pixel_spacing(image: ismrmrd.Image) -> tuple[float, float]:
     """``(dx, dy)`` in mm: field of view over matrix along the readout and phase axes."""
     h, w = image.data.shape[-2:]
     return float(image.field_of_view[0]) / w, float(image.field_of_view[1]) / h
 
 
-def voxel_to_lps(image) -> np.ndarray:
+def voxel_to_lps(image: ismrmrd.Image) -> np.ndarray:
     """4x4 affine from (column ``i``, row ``j``, slice ``k``, 1) to LPS millimetres.
 
     The third column is ``slice thickness * slice_dir`` (``read x phase`` when the header's
@@ -194,7 +198,7 @@ def stack_affine_lps(stacks: Sequence[SliceStack]) -> np.ndarray:
 # ---------------------------------------------------------------------------- header and timing
 
 
-def parse_header_xml(header_xml: str | bytes | None):
+def parse_header_xml(header_xml: str | bytes | None) -> ismrmrdHeader | None:
     """The parsed ISMRMRD header, or ``None`` (logged) when absent or unreadable."""
     if not header_xml:
         return None
@@ -207,7 +211,7 @@ def parse_header_xml(header_xml: str | bytes | None):
         return None
 
 
-def rr_interval_ms(header) -> float | None:
+def rr_interval_ms(header: ismrmrdHeader | None) -> float | None:
     """An RR interval from the header's user parameters (``RRInterval_ms`` and alike)."""
     params = getattr(header, "userParameters", None) if header is not None else None
     if params is None:
@@ -242,7 +246,7 @@ class FrameTiming:
     cardiac: bool
 
 
-def frame_timing(images: Sequence, rr_ms: float | None = None) -> FrameTiming:
+def frame_timing(images: Sequence[ismrmrd.Image], rr_ms: float | None = None) -> FrameTiming:
     """Frame times of one slice's images (in frame order); see the module docstring."""
     import numpy as np
 
@@ -268,7 +272,9 @@ def frame_timing(images: Sequence, rr_ms: float | None = None) -> FrameTiming:
 # ---------------------------------------------------------------------------- DICOM
 
 
-def input_digest(header_xml: str, heads: Any = None, data: Sequence = ()) -> str:
+def input_digest(
+    header_xml: str, heads: np.ndarray | None = None, data: Sequence[np.ndarray] = ()
+) -> str:
     """Content digest of a raw input: its header XML, acquisition headers and samples.
 
     The file name and location do not enter: a copy of a file gets the same UIDs.
@@ -289,7 +295,9 @@ def derived_uid(*parts: str) -> str:
 
 def is_valid_uid(value: str | None) -> bool:
     """DICOM UID syntax: dot-separated numbers without leading zeros, 64 characters at most."""
-    return bool(value) and len(value) <= 64 and bool(_UID_PATTERN.match(value))
+    if not value:
+        return False
+    return len(value) <= 64 and bool(_UID_PATTERN.match(value))
 
 
 @dataclass(frozen=True)
@@ -315,17 +323,17 @@ class SeriesInfo:
     method: str = "passnet"
 
 
-def _dicom_date(value) -> str:
+def _dicom_date(value: object) -> str:
     match = re.match(r"(\d{4})-?(\d{2})-?(\d{2})", str(value or ""))
     return "".join(match.groups()) if match else ""
 
 
-def _dicom_time(value) -> str:
+def _dicom_time(value: object) -> str:
     match = re.match(r"(\d{2}):?(\d{2}):?(\d{2})(\.\d{1,6})?", str(value or ""))
     return "".join(g for g in match.groups() if g) if match else ""
 
 
-def _text(value, limit: int) -> str:
+def _text(value: object, limit: int) -> str:
     text = "" if value is None else " ".join(str(getattr(value, "value", value)).split())
     return text[:limit]
 
@@ -339,7 +347,7 @@ def _ds(value: float) -> str:
     return f"{value:.0f}"
 
 
-def study_tags(header, digest: str) -> dict[str, Any]:
+def study_tags(header: ismrmrdHeader | None, digest: str) -> dict[str, Any]:
     """Patient, study and equipment tags from the ISMRMRD header, placeholders where absent.
 
     Placeholders: ``PatientName`` ``Anonymous``, ``PatientID`` ``PASSNET-<digest>``; the other
@@ -387,15 +395,17 @@ def study_tags(header, digest: str) -> dict[str, Any]:
     return tags
 
 
-def _series_number(header, method: str) -> int:
+def _series_number(header: ismrmrdHeader | None, method: str) -> int:
     meas = getattr(header, "measurementInformation", None)
     base = getattr(meas, "initialSeriesNumber", None) or 1
     return 100 * int(base) + _METHOD_SERIES_OFFSET.get(method, 9)
 
 
-def _meta_value(image, key: str) -> str | None:
+def _meta_value(image: ismrmrd.Image, key: str) -> str | None:
     """One meta attribute of an image (first value of a list), ``None`` when absent."""
     meta = getattr(image, "meta", None)
+    if meta is None:
+        return None
     try:
         value = meta[key]
     except (TypeError, KeyError):
@@ -403,16 +413,18 @@ def _meta_value(image, key: str) -> str | None:
     return str(value[0] if isinstance(value, (list, tuple)) else value)
 
 
-def _window(image, factor: float) -> tuple[str, str] | None:
+def _window(image: ismrmrd.Image, factor: float) -> tuple[str, str] | None:
+    centre_text, width_text = _meta_value(image, "WindowCenter"), _meta_value(image, "WindowWidth")
+    if centre_text is None or width_text is None:
+        return None
     try:
-        centre = float(_meta_value(image, "WindowCenter"))
-        width = float(_meta_value(image, "WindowWidth"))
-    except (TypeError, ValueError):
+        centre, width = float(centre_text), float(width_text)
+    except ValueError:
         return None
     return _ds(centre * factor), _ds(max(width * factor, 1.0))
 
 
-def write_dicom(images: Sequence, folder: str | Path, series: SeriesInfo) -> int:
+def write_dicom(images: Sequence[ismrmrd.Image], folder: str | Path, series: SeriesInfo) -> int:
     """Write one MR Image Storage file per image: one series that plays as a cine.
 
     Instances are numbered slice by slice, frame by frame; within a slice TriggerTime (cardiac
@@ -437,7 +449,7 @@ def write_dicom(images: Sequence, folder: str | Path, series: SeriesInfo) -> int
     import numpy as np
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+    from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage
 
     folder = Path(folder)
     stacks = slice_stacks(images)
@@ -471,7 +483,7 @@ def write_dicom(images: Sequence, folder: str | Path, series: SeriesInfo) -> int
             sop_uid = derived_uid(series.input_digest, "series", series.recon_key, str(instance))
             meta = FileMetaDataset()
             meta.MediaStorageSOPClassUID = MRImageStorage
-            meta.MediaStorageSOPInstanceUID = sop_uid
+            meta.MediaStorageSOPInstanceUID = UID(sop_uid)
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
             path = folder / f"slice_{stack.slice_index:03d}_frame_{t:03d}.dcm"
             ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
@@ -536,7 +548,9 @@ class NiftiSummary:
     timing_source: str
 
 
-def write_nifti(images: Sequence, path: str | Path, header_xml: str | None = None) -> NiftiSummary:
+def write_nifti(
+    images: Sequence[ismrmrd.Image], path: str | Path, header_xml: str | None = None
+) -> NiftiSummary:
     """NIfTI-1 magnitudes ``(x, y, z, t)`` = (readout column, phase row, slice, frame).
 
     The affine maps voxels to RAS mm (:func:`stack_affine_lps` with x and y negated), written
@@ -560,7 +574,8 @@ def write_nifti(images: Sequence, path: str | Path, header_xml: str | None = Non
     hdr = image.header
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
-    voxel = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
+    vx, vy, vz = (float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
+    voxel = (vx, vy, vz)
     dt_s = timing.interval_ms / 1000 if timing.interval_ms else 0.0
     hdr.set_zooms((*voxel, dt_s))
     hdr.set_xyzt_units("mm", "sec" if dt_s else "unknown")
@@ -598,7 +613,7 @@ def _nice_length(limit_mm: float) -> float:
     return max(m * exponent for m in (1, 2, 5) if m * exponent <= limit_mm)
 
 
-def _scale_bar(ax, dx_mm: float, width_px: int) -> None:
+def _scale_bar(ax: Axes, dx_mm: float, width_px: int) -> None:
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
     length = _nice_length(0.3 * width_px * dx_mm)
@@ -612,7 +627,7 @@ def _scale_bar(ax, dx_mm: float, width_px: int) -> None:
 
 
 def write_png(
-    images: Sequence,
+    images: Sequence[ismrmrd.Image],
     path: str | Path,
     truth: np.ndarray | None = None,
     scores: Sequence[tuple[float, float]] | None = None,
@@ -699,7 +714,15 @@ def write_png(
         y_mm = ((0 - h // 2 - 0.5) * dy, (h - 1 - h // 2 + 0.5) * dy)
         t_axis = (t_len - 0.5, -0.5)
 
-        def profile(ax, image, name, extent, xlabel, cmap="gray", top=vmax):
+        def profile(
+            ax: Axes,
+            image: np.ndarray,
+            name: str,
+            extent: tuple[float, float, float, float],
+            xlabel: str,
+            cmap: str = "gray",
+            top: float = vmax,
+        ) -> AxesImage:
             im = ax.imshow(image, cmap=cmap, vmin=0, vmax=top, aspect="auto", extent=extent)
             ax.set_title(name, fontsize=7)
             ax.set_xlabel(xlabel, fontsize=7)

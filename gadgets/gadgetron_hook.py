@@ -28,6 +28,12 @@ import importlib.abc
 import importlib.machinery
 import os
 import sys
+from typing import TYPE_CHECKING, Any  # typing is loaded by importlib.abc already
+
+if TYPE_CHECKING:
+    import socket
+    import types
+    from collections.abc import Sequence
 
 TARGET = "gadgetron.external.connection"
 # Modules of this package runnable by ``python -m gadgetron`` and their one target.
@@ -53,7 +59,7 @@ class HardenedSocketWrapper:
         The connected socket gadgetron hands to ``Connection``.
     """
 
-    def __init__(self, sock) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self.socket = sock
         self.socket.settimeout(handshake_timeout())
         self.closed = False
@@ -70,7 +76,7 @@ class HardenedSocketWrapper:
             data += chunk
         return bytes(data)
 
-    def write(self, byte_array) -> None:
+    def write(self, byte_array: bytes) -> None:
         """Send all of ``byte_array``."""
         self.socket.sendall(byte_array)
 
@@ -87,7 +93,7 @@ class HardenedSocketWrapper:
             self.socket.close()
 
 
-def patch(module) -> None:
+def patch(module: types.ModuleType) -> None:
     """Install :class:`HardenedSocketWrapper` into a loaded ``gadgetron.external.connection``."""
     connection = getattr(module, "Connection", None)
     if connection is None or getattr(connection, "_passnet_hardened", False):
@@ -96,7 +102,7 @@ def patch(module) -> None:
         return  # a gadgetron without the 1.4.1 wrapper: nothing to fix
     original_init = connection.__init__
 
-    def __init__(self, sock, *args, **kwargs):
+    def __init__(self: Any, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
         original_init(self, sock, *args, **kwargs)
         try:  # handshake done: block as gadgetron does (the step sets its own timeout)
             self.socket.socket.settimeout(None)
@@ -111,7 +117,9 @@ def patch(module) -> None:
 class _Finder(importlib.abc.MetaPathFinder):
     """Patches :data:`TARGET` right after it executes, whoever imports it."""
 
-    def find_spec(self, fullname, path, target=None):
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname != TARGET:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
@@ -120,11 +128,12 @@ class _Finder(importlib.abc.MetaPathFinder):
         loader = spec.loader
         original_exec = loader.exec_module
 
-        def exec_module(module):
+        def exec_module(module: types.ModuleType) -> None:
             original_exec(module)
             patch(module)
 
-        loader.exec_module = exec_module
+        # this loader instance only (PathFinder made it for this module), not its class
+        loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
 
 

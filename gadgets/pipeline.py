@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ import torch
 from gadgets.assembly import SliceData
 from gadgets.chain_config import ChainParams
 from passnet_core.fft import ifft2c
+
+if TYPE_CHECKING:
+    from passnet_core.model import PASSNet
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +45,10 @@ class ReconEngine:
         params = params or ChainParams()
         self.weights, self.device = params.weights, params.device
         self.fallback, self.method = params.fallback, params.method
-        self._model = None
+        self._model: PASSNet | None = None
         self.load_error: str | None = None
 
-    def model(self):
+    def model(self) -> PASSNet:
         """The loaded network; raises ``RuntimeError`` (logged once) if it cannot be loaded."""
         if self._model is None and self.load_error is None:
             from passnet_core.inference import cached_model
@@ -69,9 +73,9 @@ class ReconEngine:
         if self.method == "lplus_s":
             from passnet_core.baselines import lplus_s
 
-            maps = None if coil_maps is None else coil_maps[None]
-            k = kspace[None] if coil_maps is not None else kspace[:1]
-            images = lplus_s(k, mask, maps)
+            batch_maps = None if coil_maps is None else coil_maps[None]
+            batch = kspace[None] if coil_maps is not None else kspace[:1]
+            images = lplus_s(batch, mask, batch_maps)
             return images[0].numpy().astype(np.complex64), "L+S (classical)"
         from passnet_core.inference import reconstruct
 

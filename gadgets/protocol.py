@@ -690,6 +690,7 @@ def client_session(
             if config_name is not None:
                 write_config_file(stream, config_name)
             else:
+                assert config_script is not None  # exactly one of the two, checked above
                 write_config_script(stream, config_script)
             write_header(stream, header_xml)
             for item in items:

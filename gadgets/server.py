@@ -29,8 +29,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import ismrmrd
 
@@ -51,6 +51,11 @@ from gadgets.dependency import (
 )
 from gadgets.server_settings import ServerSettings, add_arguments, settings_from_args
 from passnet_core.ismrmrd_io import parse_header
+
+if TYPE_CHECKING:
+    import types
+
+    from gadgets.chain import ChainReport
 
 __all__ = [
     "PassnetServer",
@@ -109,7 +114,7 @@ def _answer_dependency_query(
     protocol.write_dependency_answer(stream, query_answer(record))
 
 
-def _incoming_items(stream: protocol.SocketStream) -> Iterator[Any]:
+def _incoming_items(stream: protocol.SocketStream) -> Iterator[object]:
     while True:
         message = protocol.read_message(stream)
         if message.id == protocol.MESSAGE_CLOSE:
@@ -122,10 +127,10 @@ def _incoming_items(stream: protocol.SocketStream) -> Iterator[Any]:
 def serve_client(
     sock: socket.socket,
     settings: ServerSettings,
-    release: Any = None,
+    release: Callable[[], None] | None = None,
     cancel: threading.Event | None = None,
     noise_store: NoiseStore | None = None,
-) -> Any:
+) -> ChainReport | None:
     """Run one client session to the end and close the socket; never raises.
 
     Parameters
@@ -159,9 +164,9 @@ def serve_client(
         session_deadline=time.monotonic() + settings.session_timeout,
     )
     peer = _peer_name(sock)
-    report = None
+    report: ChainReport | None = None
 
-    def send(item: Any) -> None:
+    def send(item: object) -> None:
         # Like a Gadgetron chain with only an image writer: other items stay server-side.
         if isinstance(item, ismrmrd.Image):
             protocol.write_image(stream, item)
@@ -463,7 +468,7 @@ def _install_signal_handlers(server: PassnetServer) -> None:
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers can only be installed from the main thread
 
-    def handle(signum: int, _frame: Any) -> None:
+    def handle(signum: int, _frame: types.FrameType | None) -> None:
         name = signal.Signals(signum).name
         if server._stopping.is_set():
             log.warning("%s again: closing running sessions now", name)

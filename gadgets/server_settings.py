@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 from dataclasses import dataclass, replace
-from typing import Any
 
 from gadgets.chain_config import (
     DEFAULT_MAX_LINES_PER_SLICE,
@@ -89,14 +88,13 @@ class ServerSettings:
         """
         if params.weights is not None:
             log.warning("%s: ignoring the chain's 'weights' property (server decides)", peer)
-        changes: dict[str, Any] = {
-            "weights": self.weights,
-            "max_matrix_elements": min(params.max_matrix_elements, self.max_matrix_elements),
-            "max_lines_per_slice": min(params.max_lines_per_slice, self.max_lines_per_slice),
-        }
-        if self.device is not None:
-            changes["device"] = self.device
-        return replace(params, **changes)
+        return replace(
+            params,
+            weights=self.weights,
+            device=self.device if self.device is not None else params.device,
+            max_matrix_elements=min(params.max_matrix_elements, self.max_matrix_elements),
+            max_lines_per_slice=min(params.max_lines_per_slice, self.max_lines_per_slice),
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

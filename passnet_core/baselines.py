@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from passnet_core.operators import EncodingOp, as_tensor, validate_inputs
+from passnet_core.operators import ArrayLike, EncodingOp, as_tensor, validate_inputs
 
 LPLUSS_LAMBDA_L = 0.01  # singular value threshold, relative to the largest singular value
 LPLUSS_LAMBDA_S = 0.01  # temporal-FFT soft threshold, absolute on data with max|A^H d| = 1
@@ -30,7 +30,9 @@ LPLUSS_N_ITER = 60
 LPLUSS_TOL = 0.0
 
 
-def _prepare(kspace, mask, coil_maps) -> tuple[torch.Tensor, EncodingOp]:
+def _prepare(
+    kspace: ArrayLike, mask: ArrayLike, coil_maps: ArrayLike | None
+) -> tuple[torch.Tensor, EncodingOp]:
     """Validate inputs (:func:`validate_inputs`) and build the operator on the k-space device."""
     validate_inputs(kspace, mask, coil_maps)
     k = as_tensor(kspace, "kspace")

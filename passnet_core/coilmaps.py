@@ -64,7 +64,12 @@ def time_average_kspace(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
 
 
 def _validate(
-    kspace_avg, calib: int, kernel: int, method: str, crop: float, threshold: float
+    kspace_avg: torch.Tensor | np.ndarray,
+    calib: int,
+    kernel: int,
+    method: str,
+    crop: float,
+    threshold: float,
 ) -> torch.Tensor:
     k = torch.as_tensor(kspace_avg)
     if k.ndim != 3 or not k.is_complex():
@@ -184,7 +189,9 @@ def _pixel_operator(kernels: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return g
 
 
-def _top_eigenpair(g: torch.Tensor, squarings: int = 5, polish: int = 3):
+def _top_eigenpair(
+    g: torch.Tensor, squarings: int = 5, polish: int = 3
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Largest eigenvalue and its unit eigenvector of Hermitian PSD ``(..., C, C)`` matrices.
 
     Power iteration accelerated by repeated squaring (``G^(2^squarings)``, trace-normalised
@@ -213,7 +220,9 @@ def _phase_reference(maps: torch.Tensor) -> torch.Tensor:
     return maps * phase.conj()
 
 
-def _espirit(k: torch.Tensor, calib: int, kernel: int, crop: float, threshold: float):
+def _espirit(
+    k: torch.Tensor, calib: int, kernel: int, crop: float, threshold: float
+) -> torch.Tensor:
     c, h, w = k.shape
     kernels = _signal_kernels(_centre_block(k, calib), kernel, threshold)
     g = _pixel_operator(kernels, h, w)
@@ -221,7 +230,7 @@ def _espirit(k: torch.Tensor, calib: int, kernel: int, crop: float, threshold: f
     return top_vec.permute(2, 0, 1) * (top_val > crop)
 
 
-def _walsh(k: torch.Tensor, calib: int, kernel: int):
+def _walsh(k: torch.Tensor, calib: int, kernel: int) -> torch.Tensor:
     c, h, w = k.shape
     low = torch.zeros_like(k)
     block = _centre_block(k, calib)

@@ -13,6 +13,7 @@ Odd sizes use the rolls.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 
@@ -41,7 +42,7 @@ def _make_boards(
     return board, board * (-1) ** ((h // 2 + w // 2) % 2)
 
 
-def _centred(x: torch.Tensor, transform) -> torch.Tensor:
+def _centred(x: torch.Tensor, transform: Callable[..., torch.Tensor]) -> torch.Tensor:
     h, w = x.shape[-2:]
     if h % 2 or w % 2:
         x = torch.fft.ifftshift(x, dim=_DIMS)

@@ -159,7 +159,9 @@ def _cnn3d(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def position_encoding(k: int, base: float = 10000.0, device=None) -> torch.Tensor:
+def position_encoding(
+    k: int, base: float = 10000.0, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Eq. 9: ``p_j = sin(linspace(1, 0, K)_j / base^(j / K))`` for ``j = 0..K-1``, in [0, 1]."""
     j = torch.arange(k, dtype=torch.float32, device=device)
     return torch.sin(torch.linspace(1.0, 0.0, k, device=device) / base ** (j / k))
@@ -206,6 +208,7 @@ class PASS(nn.Module):
             _conv2d(1, channels), nn.GELU(), _conv2d(channels, channels), nn.GELU()
         )
         self.out = _conv2d(channels, 1, bias=True)
+        assert self.out.bias is not None  # built with bias=True
         nn.init.zeros_(self.out.weight)
         nn.init.constant_(self.out.bias, 1.0 / (1.0 + math.exp(-r_init)))
 
@@ -310,7 +313,9 @@ class PASSNetStage(nn.Module):
             self.fusion = FixedFusion(config.fixed_fusion_weight)
         if config.zero_init_residual:  # an untrained stage is a plain gradient step
             for branch in (self.phi_h, self.psi_h):
-                nn.init.zeros_(branch[-1].weight)
+                last = branch[-1]
+                assert isinstance(last, nn.Conv3d)  # _cnn3d ends with a convolution
+                nn.init.zeros_(last.weight)
 
     def low_rank(self, x: torch.Tensor) -> torch.Tensor:
         """``Phi^H(SVT(Phi(x))) + x`` with one SVD per frame (``H x W`` matrix)."""

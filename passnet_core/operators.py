@@ -98,7 +98,8 @@ class SamplingOp(LinearOperator):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.mask.to(x.device, x.real.dtype)
 
-    _adjoint = _forward  # a 0/1 mask is self-adjoint
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self._forward(y)  # a 0/1 mask is self-adjoint
 
 
 class CoilOp(LinearOperator):

@@ -19,6 +19,8 @@ the gradient of any phase-invariant function of the SVD (such as ``U f(S) V^H``)
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -31,7 +33,9 @@ def _skew(x: torch.Tensor) -> torch.Tensor:
 
 class _StableSVD(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, eps_rel: float):
+    def forward(
+        ctx: Any, x: torch.Tensor, eps_rel: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         u, s, vh = torch.linalg.svd(x, full_matrices=False)
         ctx.save_for_backward(u, s, vh)
         ctx.eps_rel = eps_rel
@@ -40,7 +44,9 @@ class _StableSVD(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g_u, g_s, g_vh):
+    def backward(
+        ctx: Any, g_u: torch.Tensor | None, g_s: torch.Tensor | None, g_vh: torch.Tensor | None
+    ) -> tuple[torch.Tensor, None]:
         u, s, vh = ctx.saved_tensors
         return _svd_backward(u, s, vh, g_u, g_s, g_vh, ctx.eps_rel, ctx.shape), None
 
@@ -93,7 +99,7 @@ def _svd_backward(
     core = core + torch.diag_embed(diag)
     grad = u @ core @ vh
 
-    if g_u is not None and m > s.shape[-1]:
+    if g_u is not None and uh_gu is not None and m > s.shape[-1]:
         # component of g_U outside span(U)
         grad = grad + ((g_u - u @ uh_gu) * s_inv.unsqueeze(-2).to(u.dtype)) @ vh
     if g_v is not None and n > s.shape[-1]:

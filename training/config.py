@@ -243,12 +243,13 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(f"optim.betas: need two values in [0, 1), got {o.betas}")
     if o.lr_decay > 1:
         raise ValueError(f"optim.lr_decay: must be in (0, 1], got {o.lr_decay}")
-    for key, value in (
-        ("optim.grad_clip", o.grad_clip),
-        ("run.max_steps_per_epoch", r.max_steps_per_epoch),
-    ):
-        if value is not None and not value > 0:
-            raise ValueError(f"{key}: must be > 0 or null, got {value!r}")
+    optional_positive = {
+        "optim.grad_clip": o.grad_clip,
+        "run.max_steps_per_epoch": r.max_steps_per_epoch,
+    }
+    for key, limit in optional_positive.items():
+        if limit is not None and not limit > 0:
+            raise ValueError(f"{key}: must be > 0 or null, got {limit!r}")
     if r.num_workers < 0:
         raise ValueError(f"run.num_workers: must be >= 0, got {r.num_workers}")
 

@@ -120,7 +120,7 @@ def heldout_cine(
     target = np.empty((frames, h, w), np.complex64)
     for t in range(frames):
         phase = start + period * t / frames
-        dilation = 1 + 0.35 * _waveform(np.asarray(phase), skew)
+        dilation = 1 + 0.35 * float(_waveform(np.asarray(phase), skew))
         shift = drift * np.sin(2 * np.pi * phase)
         k = np.zeros((h, w), np.complex128)
         for i, (cy, cx, ay, ax, angle) in enumerate(_LAYOUT):

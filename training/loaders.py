@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import h5py
 import numpy as np
@@ -161,7 +162,11 @@ def load_cmrxrecon(
     return samples
 
 
-LOADERS = {".h5": load_ocmr, ".mat": load_cmrxrecon}
+class _Loader(Protocol):
+    def __call__(self, path: str | Path, *, coil_method: str) -> list[CineSample]: ...
+
+
+LOADERS: dict[str, _Loader] = {".h5": load_ocmr, ".mat": load_cmrxrecon}
 
 
 def scan_folder(folder: str | Path, kind: str = "auto", coil_method: str = "espirit") -> FolderScan:

@@ -17,11 +17,14 @@ Axis convention (docs/design.md): ``H`` is phase encode (vertical), ``W`` is rea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 RngLike = np.random.Generator | int | None
+# An ellipse's centre or semi-axes: numbers, or ``(T, 1, 1)`` arrays that move with the frames.
+Pair = Sequence[float | np.ndarray]
 
 FRAME_RANGE = (12, 30)
 MATRIX_RANGE = (64, 192)
@@ -173,7 +176,7 @@ class _Painter:
         self.texture = texture
         self.image = np.zeros((t, h, w), np.float32)
 
-    def _box(self, centre, radius: float) -> tuple[slice, slice]:
+    def _box(self, centre: Pair, radius: float) -> tuple[slice, slice]:
         """Pixel window holding a disc of ``radius`` around ``centre`` (rotated coordinates)."""
         cy, cx = (float(np.mean(c)) for c in centre)
         c, s = np.cos(self.rotation), np.sin(self.rotation)
@@ -186,7 +189,9 @@ class _Painter:
             slice(max(0, int(cols[0])), max(0, min(self.w, int(np.ceil(cols[1])) + 1))),
         )
 
-    def occupancy(self, centre, axes, box=None) -> np.ndarray:
+    def occupancy(
+        self, centre: Pair, axes: Pair, box: tuple[slice, slice] | None = None
+    ) -> np.ndarray:
         """Occupancy in [0, 1] of an ellipse; centre/axes entries may be ``(T, 1, 1)`` arrays."""
         box = box or (slice(None), slice(None))
         (cy, cx), (ay, ax) = centre, axes
@@ -196,7 +201,13 @@ class _Painter:
         return np.clip(dist + 0.5, 0.0, 1.0, dtype=np.float32)
 
     def paint(
-        self, centre, axes, value, texture=0, amount=0.12, within=None
+        self,
+        centre: Pair,
+        axes: Pair,
+        value: float,
+        texture: int = 0,
+        amount: float = 0.12,
+        within: np.ndarray | None = None,
     ) -> tuple[np.ndarray, tuple[slice, slice]]:
         """Blend ``value * (1 + amount * texture)`` where the ellipse is.
 
@@ -208,8 +219,8 @@ class _Painter:
         box = self._box(centre, float(max(np.max(axes[0]), np.max(axes[1]))))
         occ = self.occupancy(centre, axes, box)
         if within is not None:
-            occ = occ * within[(slice(None), *box)]
-        target = self.image[(slice(None), *box)]
+            occ = occ * within[(slice(None),) + box]
+        target = self.image[(slice(None),) + box]
         v = np.float32(value) * (1.0 + np.float32(amount) * self.texture[texture][box])
         target += occ * (v - target)
         return occ, box
@@ -283,7 +294,7 @@ def cine_phantom(
     inner_axes = (ay * breath - params.fat_thickness, ax - params.fat_thickness)
     inner_occ, inner_box = pt.paint((ty, tx), inner_axes, INTENSITY["body"], 0)
     inner = np.zeros((t, h, w), np.float32)
-    inner[(slice(None), *inner_box)] = inner_occ
+    inner[(slice(None),) + inner_box] = inner_occ
 
     for side in (-1.0, 1.0):
         centre = (ty - 0.05 * ay, tx + side * 0.5 * ax)
@@ -293,8 +304,8 @@ def cine_phantom(
     liver_centre = (ty + 0.55 * ay + shift, tx - 0.3 * ax)
     pt.paint(liver_centre, (0.45 * ay, 0.55 * ax), INTENSITY["liver"], 0, 0.1, inner)
 
-    hy, hx = params.heart_centre
-    hy = hy + 0.3 * shift  # the heart rides on the diaphragm a little
+    hy_rest, hx = params.heart_centre
+    hy = hy_rest + 0.3 * shift  # the heart rides on the diaphragm a little
     r_ed = params.lv_radius
     r_endo = r_ed * (params.end_systolic_ratio + (1 - params.end_systolic_ratio) * fill)
     r_epi = np.sqrt(r_endo**2 + (r_ed + params.wall_thickness) ** 2 - r_ed**2)  # wall volume kept
@@ -318,8 +329,8 @@ def cine_phantom(
     # blood carries a small velocity-dependent phase that follows the filling rate
     velocity = np.gradient(fill[:, 0, 0])[:, None, None] if t > 1 else np.zeros_like(fill)
     phase = np.broadcast_to(phase.astype(np.float32), (t, h, w)).copy()
-    phase[(slice(None), *rv_box)] += 0.3 * velocity * rv_blood
-    phase[(slice(None), *lv_box)] += 0.3 * velocity * lv_blood
+    phase[(slice(None),) + rv_box] += 0.3 * velocity * rv_blood
+    phase[(slice(None),) + lv_box] += 0.3 * velocity * lv_blood
     return (pt.image * np.exp(1j * phase)).astype(np.complex64)
 
 

@@ -15,6 +15,7 @@ training volumes are split with a ``DistributedSampler``, and only rank 0 valida
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -110,14 +111,14 @@ def _epoch_seed(base: int, epoch: int, rank: int) -> int:
 
 def _rng_state() -> dict[str, Any]:
     """RNG states as tensors and plain Python values (loadable with ``weights_only=True``)."""
-    np_state = np.random.get_state()  # noqa: NPY002
+    np_state = np.random.get_state(legacy=False)  # noqa: NPY002
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
+            "keys": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "cached_gaussian": float(np_state["gauss"]),
         },
         "python": list(random.getstate()[1]),
     }
@@ -158,6 +159,7 @@ def _sources(cfg: TrainConfig) -> tuple[Sequence[Any], Sequence[Any]]:
         return make(d.n_train, d.seed), make(d.n_val, d.seed + 1_000_000)
     from training import loaders
 
+    assert d.path is not None  # training.config requires data.path for file sources
     volumes = loaders.scan_folder(d.path, kind=d.source).samples
     if len(volumes) < 2:
         raise ValueError(f"data.path: need at least 2 volumes for train/val, found {len(volumes)}")
@@ -171,23 +173,21 @@ def make_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
 
     d = cfg.data
     train_source, val_source = _sources(cfg)
-    common = dict(
+    crops = functools.partial(  # what training and validation crops share
+        CineCropDataset,
         frames=d.frames,
         masks=d.masks,
         use_coil_maps=d.coil_mode == "multi",
         noise_levels=tuple(d.noise_levels),
     )
-    train_set = CineCropDataset(
+    train_set = crops(
         train_source,
         crop_mode=d.crop_mode,
         crop_sizes=d.crop_sizes,
         fixed_size=d.fixed_size,
         train=True,
-        **common,
     )
-    val_windows = CineCropDataset(
-        val_source, crop_mode="fixed", fixed_size=d.fixed_size, train=False, **common
-    )
+    val_windows = crops(val_source, crop_mode="fixed", fixed_size=d.fixed_size, train=False)
     per_volume: dict[int, list[int]] = {}
     for k, (i, _window) in enumerate(val_windows.index):
         per_volume.setdefault(i, []).append(k)
@@ -435,22 +435,26 @@ class _Run:
         (self.out_dir / "history.json").write_text(json.dumps(self.history, indent=1))
 
 
-def _loaders(cfg: TrainConfig, ctx: _Dist) -> tuple[DataLoader, DataLoader, Any]:
+def _loaders(
+    cfg: TrainConfig, ctx: _Dist
+) -> tuple[DataLoader, DataLoader, DistributedSampler | None]:
     train_set, val_set = make_datasets(cfg)
-    sampler = None
+    sampler: DistributedSampler | None = None
     if ctx.world_size > 1:
         sampler = DistributedSampler(train_set, shuffle=True, seed=cfg.data.seed)
-    common = dict(
-        collate_fn=collate_cine, num_workers=cfg.run.num_workers, worker_init_fn=_worker_init
+    loader = functools.partial(  # what training and validation loaders share
+        DataLoader,
+        collate_fn=collate_cine,
+        num_workers=cfg.run.num_workers,
+        worker_init_fn=_worker_init,
     )
-    train_loader = DataLoader(
+    train_loader = loader(
         train_set,
         batch_size=cfg.optim.batch_size,
         sampler=sampler,
         shuffle=sampler is None,
-        **common,
     )
-    return train_loader, DataLoader(val_set, batch_size=1, **common), sampler
+    return train_loader, loader(val_set, batch_size=1), sampler
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
@@ -477,8 +481,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
     _seed_everything(cfg.data.seed)
     model = PASSNet(cfg.model).to(ctx.device)
+    beta1, beta2 = cfg.optim.betas  # exactly two (checked by training.config)
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps
+        model.parameters(), lr=cfg.optim.lr, betas=(beta1, beta2), eps=cfg.optim.eps
     )
     train_loader, val_loader, sampler = _loaders(cfg, ctx)
     steps = len(train_loader)

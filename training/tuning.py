@@ -119,7 +119,9 @@ def convergence_study(
         curves = np.zeros((n, lplus_s_iters))
         for i, d in enumerate(data[mask]):
 
-            def record(it: int, x: torch.Tensor, row: int = i, d: CaseData = d, out=curves) -> None:
+            def record(
+                it: int, x: torch.Tensor, row: int = i, d: CaseData = d, out: np.ndarray = curves
+            ) -> None:
                 out[row, it - 1] = _psnr(x, d)
 
             baselines.lplus_s(
