@@ -31,6 +31,10 @@ class Command(NamedTuple):
 # Entry-point group under which packages register their commands (pyproject.toml,
 # [project.entry-points."passnet.commands"]): this engine package names no module above it.
 ENTRY_POINT_GROUP = "passnet.commands"
+# Packages whose loggers -v switches to debug.
+LOGGED_PACKAGES = ("passnet_core", "gadgets", "training", "benchmarks")
+
+log = logging.getLogger(__name__)
 
 
 def subcommands() -> tuple[Command, ...]:
@@ -118,9 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     top, rest = parser.parse_known_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if top.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if top.verbose:  # debug for this project's packages only, not for every library
+        for package in LOGGED_PACKAGES:
+            logging.getLogger(package).setLevel(logging.DEBUG)
     if top.command is None:
         parser.print_help()
         return 0
@@ -130,9 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
-        logging.getLogger("passnet").error("interrupted")
+        log.error("interrupted")
         return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m passnet_core.cli` (torchrun): run the imported module, whose Command class is
+    # the one the entry points use (this file runs as __main__, a second copy of the class).
+    from passnet_core.cli import main as package_main
+
+    sys.exit(package_main())

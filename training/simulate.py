@@ -345,9 +345,9 @@ def _acquisition_records(
     empty = np.zeros(0, dtype=np.float32)
     # ismrmrd stores data as interleaved float32 re/im of a (channels, samples) array
     records[0]["data"] = noise.astype(np.complex64).view(np.float32).ravel()
-    for row, (s, f, ky) in enumerate(zip(s_idx, t_idx, ky_idx, strict=True), start=1):
+    for row, (slice_no, f, ky) in enumerate(zip(s_idx, t_idx, ky_idx, strict=True), start=1):
         records[row]["data"] = (
-            np.ascontiguousarray(slices[s].kspace[:, f, ky]).view(np.float32).ravel()
+            np.ascontiguousarray(slices[slice_no].kspace[:, f, ky]).view(np.float32).ravel()
         )
     for row in range(n):
         records[row]["traj"] = empty
