@@ -301,6 +301,7 @@ class AcquisitionBuffer:
         self.max_buffered_elements = 2 * self.max_matrix_elements
         self.buffered_elements = 0
         self.noise_scans = 0
+        self.noise_dwell_time_us = 0.0  # sample time of the noise scans (0: unknown)
         self._noise_sum: np.ndarray | None = None  # sum of d d^H over noise samples
         self._noise_samples = 0
         self._noise_error: str | None = None
@@ -328,6 +329,8 @@ class AcquisitionBuffer:
         flags = int(head.flags)
         if flag_set(flags, ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
             self._add_noise(np.asarray(data))
+            if not self.noise_dwell_time_us:
+                self.noise_dwell_time_us = float(getattr(head, "sample_time_us", 0.0) or 0.0)
             return []
         for bit, name in SKIPPED_FLAGS.items():
             if flag_set(flags, bit):
@@ -544,7 +547,12 @@ class AcquisitionBuffer:
         has_noise = self.has_noise or self._prior_noise is not None
         if has_noise and self.whitening is None and self._noise_error is None:
             self.whitening = self._whitening()
-        if self.whitening is not None and self.whitening.shape[0] == c:
+        if self.whitening is not None and self.whitening.shape[0] != c:
+            log.warning(
+                "slice %d: %d coils but the noise covariance has %d; not prewhitened",
+                slice_index, c, self.whitening.shape[0],
+            )  # fmt: skip
+        elif self.whitening is not None:
             # one 2-D matrix product per slice (a per-line product runs one threaded BLAS
             # call per line, which stalls for seconds when the cores are busy)
             lines = (self.whitening @ lines.reshape(c, -1)).reshape(c, n, w)

@@ -41,6 +41,7 @@ class ChainReport:
     images_sent: int = 0
     acquisitions: int = 0
     noise_covariance: np.ndarray | None = None  # from this stream's noise scans, if any
+    noise_dwell_time_us: float = 0.0  # their sample time (0: unknown)
 
 
 class _Chain:
@@ -232,6 +233,7 @@ def run_chain(
             log.info("skipped non-imaging lines: %s", chain._buffer.skipped)
         try:
             report.noise_covariance = chain._buffer.noise_covariance()
+            report.noise_dwell_time_us = chain._buffer.noise_dwell_time_us
         except ValueError:
             pass  # unusable noise scans were already reported when prewhitening
 

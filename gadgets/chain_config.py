@@ -146,7 +146,12 @@ class ChainParams:
                 return cls()
             config = parse_xml(text)
         if isinstance(config, ET.Element):
-            if is_whole_chain(config):
+            if local_name(config.tag) != "configuration":
+                raise UnsupportedChainError(
+                    f"chain root is <{local_name(config.tag)}>; expected a Gadgetron 4 "
+                    "<configuration> (a whole chain, or the PASSNet step's configuration)"
+                )
+            if config.find("stream") is not None or config.find("version") is not None:
                 return interpret_chain(config)
             config = properties(config)
         if not isinstance(config, dict):
@@ -237,10 +242,11 @@ def interpret_chain(chain: str | ET.Element) -> ChainParams:
     """Map a whole Gadgetron 4 chain (version 2 XML) onto :class:`ChainParams`.
 
     The result is the PASSNet step's ``<configuration>`` read by :meth:`ChainParams.from_config`,
-    exactly what the external gadget gets inside Gadgetron. A BucketToBufferGadget whose
-    ``N_dimension`` names a frame axis the step does not state is logged (the step, which
-    cannot see the other gadgets, resolves ``frame_dimension`` itself); one that contradicts
-    the step's explicit ``frame_dimension`` is refused.
+    what the external gadget gets inside Gadgetron, plus ``frame_dimension`` from a
+    BucketToBufferGadget's ``N_dimension`` when the step does not state it: the server and
+    replay buffer raw acquisitions themselves and must use the axis Gadgetron would bucket as
+    N (inside Gadgetron the step receives those buffers, so its frames follow N anyway). A
+    step that states another ``frame_dimension`` keeps it, with a warning.
 
     Raises
     ------
@@ -298,18 +304,18 @@ def interpret_chain(chain: str | ET.Element) -> ChainParams:
         params = ChainParams.from_config(properties(step) if step is not None else None)
     except ValueError as exc:
         raise UnsupportedChainError(f"PASSNet step configuration: {exc}") from exc
+    stated = step is not None and "frame_dimension" in properties(step)
     if n_dimension in ("phase", "repetition"):
-        stated = step is not None and "frame_dimension" in properties(step)
-        if stated and params.frame_dimension not in ("auto", n_dimension):
-            raise UnsupportedChainError(
-                f"BucketToBufferGadget N_dimension={n_dimension} contradicts the PASSNet step's "
-                f"frame_dimension={params.frame_dimension}"
-            )
         if not stated:
-            log.info(
-                "BucketToBufferGadget buffers frames along %s; the PASSNet step does not state "
-                "frame_dimension and resolves it from the header",
+            # Raw acquisitions must be buffered along the axis Gadgetron would bucket as N;
+            # inside Gadgetron the step receives those buffers, so its frames follow N too.
+            params = params.override(frame_dimension=n_dimension)
+        elif params.frame_dimension not in ("auto", n_dimension):
+            log.warning(
+                "BucketToBufferGadget N_dimension=%s but the PASSNet step states "
+                "frame_dimension=%s; the step's setting is used",
                 n_dimension,
+                params.frame_dimension,
             )
     return params
 

@@ -414,7 +414,9 @@ def _meta_value(image: ismrmrd.Image, key: str) -> str | None:
 
 
 def _window(image: ismrmrd.Image, factor: float) -> tuple[str, str] | None:
-    centre_text, width_text = _meta_value(image, "WindowCenter"), _meta_value(image, "WindowWidth")
+    # ours and Gadgetron's spelling (its images carry GADGETRON_WindowCenter/Width)
+    centre_text = _meta_value(image, "WindowCenter") or _meta_value(image, "GADGETRON_WindowCenter")
+    width_text = _meta_value(image, "WindowWidth") or _meta_value(image, "GADGETRON_WindowWidth")
     if centre_text is None or width_text is None:
         return None
     try:
@@ -437,7 +439,8 @@ def write_dicom(images: Sequence[ismrmrd.Image], folder: str | Path, series: Ser
     images
         ``ismrmrd.Image`` objects of one reconstruction.
     folder
-        Created if needed; files are ``slice_SSS_frame_TTT.dcm``.
+        Created if needed; files are ``METHOD_slice_SSS_frame_TTT.dcm``, so the series of two
+        methods can share a folder.
     series
         Header, input digest and reconstruction key (UIDs and tags).
 
@@ -466,9 +469,12 @@ def write_dicom(images: Sequence[ismrmrd.Image], folder: str | Path, series: Ser
         log.info("DICOM: magnitudes scaled by %.4g to fit uint16 (peak %.4g)", factor, peak)
     rr_ms = rr_interval_ms(header)
     folder.mkdir(parents=True, exist_ok=True)
-    written = {
-        f"slice_{s.slice_index:03d}_frame_{t:03d}.dcm" for s in stacks for t in range(len(s.images))
-    }
+    prefix = re.sub(r"[^A-Za-z0-9]+", "_", series.method).strip("_") or "recon"
+
+    def file_name(slice_index: int, t: int) -> str:
+        return f"{prefix}_slice_{slice_index:03d}_frame_{t:03d}.dcm"
+
+    written = {file_name(s.slice_index, t) for s in stacks for t in range(len(s.images))}
     others = [p for p in folder.glob("*.dcm") if p.name not in written]
     if others:
         log.warning("DICOM folder %s already holds %d other .dcm files", folder, len(others))
@@ -485,7 +491,7 @@ def write_dicom(images: Sequence[ismrmrd.Image], folder: str | Path, series: Ser
             meta.MediaStorageSOPClassUID = MRImageStorage
             meta.MediaStorageSOPInstanceUID = UID(sop_uid)
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            path = folder / f"slice_{stack.slice_index:03d}_frame_{t:03d}.dcm"
+            path = folder / file_name(stack.slice_index, t)
             ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
             ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: names from the header may need it
             ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, sop_uid
@@ -495,7 +501,8 @@ def write_dicom(images: Sequence[ismrmrd.Image], folder: str | Path, series: Ser
             ds.Modality = "MR"
             ds.SeriesNumber = _series_number(header, series.method)
             ds.SeriesDescription = description
-            ds.SeriesDate, ds.SeriesTime = common["StudyDate"], common["StudyTime"]
+            ds.SeriesDate = _dicom_date(getattr(meas, "seriesDate", None)) or common["StudyDate"]
+            ds.SeriesTime = _dicom_time(getattr(meas, "seriesTime", None)) or common["StudyTime"]
             ds.ContentDate, ds.ContentTime = common["StudyDate"], common["StudyTime"]
             ds.SoftwareVersions = "passnet-gadgetron"
             kind = "M" if im.image_type == 1 else "M_FROM_COMPLEX"

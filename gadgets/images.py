@@ -83,8 +83,11 @@ def build_images(
         meta["ImageComment"] = comment
         meta["ImageProcessingHistory"] = "PASSNET"
         meta["SequenceDescriptionAdditional"] = "PASSNet"
-        meta["WindowCenter"] = f"{centre:.4g}"
-        meta["WindowWidth"] = f"{width:.4g}"
+        # Gadgetron's own DICOM writer reads the GADGETRON_ keys; viewers of ISMRMRD the plain
+        for key in ("WindowCenter", "GADGETRON_WindowCenter"):
+            meta[key] = f"{centre:.4g}"
+        for key in ("WindowWidth", "GADGETRON_WindowWidth"):
+            meta[key] = f"{width:.4g}"
         meta["GADGETRON_ImageNumber"] = str(first_image_index + t)
         meta["GADGETRON_DataRole"] = "Image"
         image.meta = meta

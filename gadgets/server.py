@@ -72,6 +72,10 @@ log = logging.getLogger(__name__)
 
 # The chain and the header are XML of a few kB; a larger one is refused before it is read.
 MAX_XML_BYTES = 4 * 1024 * 1024
+# Connections beyond max_clients: how many are read (for a dependency query) at once, and how
+# long their first message may take.
+MAX_REFUSAL_THREADS = 8
+REFUSAL_READ_TIMEOUT_S = 5.0
 
 
 def _read_chain(stream: protocol.SocketStream) -> str:
@@ -199,8 +203,10 @@ def serve_client(
             noise_covariance=None if prior is None else prior.covariance,
         )
         own_id = measurement_id(header)
-        if report.noise_covariance is not None and own_id:
-            noise_store.put(own_id, NoiseRecord(report.noise_covariance))
+        noise = report.noise_covariance
+        stored = noise is not None and own_id is not None
+        if noise is not None and own_id is not None:
+            noise_store.put(own_id, NoiseRecord(noise, report.noise_dwell_time_us))
         log.info(
             "%s: %d slice(s) reconstructed, %d failed, %d image(s) sent",
             peer,
@@ -208,7 +214,15 @@ def serve_client(
             report.slices_failed,
             report.images_sent,
         )
-        if report.errors:
+        if noise is not None and stored and report.images_sent == 0 and not report.slices_failed:
+            # a noise measurement replayed for the ones that depend on it: not a failure
+            channels = noise.shape[0]
+            _tell(
+                stream,
+                f"PASSNet: noise measurement {own_id!r} stored ({channels} channels) for the "
+                "measurements that depend on it; it holds no images to reconstruct",
+            )
+        elif report.errors:
             _tell(stream, stopping() + "PASSNet: " + "; ".join(report.errors))
     except (ValueError, TimeoutError) as exc:  # bad input or a stalled client
         log.error("%s: %s", peer, exc)
@@ -226,6 +240,14 @@ def serve_client(
         finally:
             stream.close()
     return report
+
+
+def _refuse_busy(sock: socket.socket, why: str) -> None:
+    """Tell a client beyond the limit that the server is busy, then close."""
+    log.warning("refusing %s: %s", _peer_name(sock), why)
+    busy = protocol.SocketStream(sock, timeout=5.0)
+    _tell(busy, f"PASSNet server busy ({why}); try again later")
+    busy.close()
 
 
 def _tell(stream: protocol.SocketStream, text: str) -> None:
@@ -274,6 +296,9 @@ class PassnetServer:
         self._cancel = threading.Event()  # running sessions must end now
         self._stopped = False
         self._slots = threading.BoundedSemaphore(settings.max_clients)
+        # Refused connections are answered in short threads (a dependency query gets its
+        # answer even when the server is busy); beyond this many, they are refused at once.
+        self._refusals = threading.BoundedSemaphore(MAX_REFUSAL_THREADS)
         self._threads: set[threading.Thread] = set()
         self._clients: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -333,16 +358,38 @@ class PassnetServer:
                 break  # listener closed by stop()
             if self._stopping.is_set() or not self._slots.acquire(blocking=False):
                 why = "shutting down" if self._stopping.is_set() else f"{self._limit} clients"
-                log.warning("refusing %s: %s", _peer_name(sock), why)
-                busy = protocol.SocketStream(sock, timeout=5.0)
-                _tell(busy, f"PASSNet server busy ({why}); try again later")
-                busy.close()
+                if not self._stopping.is_set() and self._refusals.acquire(blocking=False):
+                    threading.Thread(target=self._refuse, args=(sock, why), daemon=True).start()
+                else:
+                    _refuse_busy(sock, why)
                 continue
             thread = threading.Thread(target=self._run_client, args=(sock,), daemon=True)
             with self._lock:
                 self._threads.add(thread)
                 self._clients.add(sock)
             thread.start()
+
+    def _refuse(self, sock: socket.socket, why: str) -> None:
+        """A connection beyond the limit: answer a dependency query (it costs nothing and
+        Gadgetron's client aborts on anything else), tell any other client it is busy."""
+        try:
+            stream = protocol.SocketStream(sock, timeout=REFUSAL_READ_TIMEOUT_S)
+            stream.max_message_bytes = MAX_XML_BYTES
+            try:
+                query = noise_query_target(parse_xml(_read_chain(stream)))
+            except (ValueError, TimeoutError, OSError):
+                query = None
+            if query is None:
+                log.warning("refusing %s: %s", _peer_name(sock), why)
+                _tell(stream, f"PASSNet server busy ({why}); try again later")
+            else:
+                try:
+                    _answer_dependency_query(stream, query, self.noise_store, _peer_name(sock))
+                except (ValueError, TimeoutError, OSError) as exc:
+                    log.warning("dependency query while busy failed: %s", exc)
+            stream.close()
+        finally:
+            self._refusals.release()
 
     @property
     def _limit(self) -> int:

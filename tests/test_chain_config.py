@@ -115,6 +115,9 @@ def test_properties_are_a_nodes_own_in_both_forms():
         ({"colour": "red"}, "unknown chain parameter 'colour'"),
         ("<configuration><stream><gadget><classname>FFTGadget</classname></gadget>"
          "</stream></configuration>", "native gadget 'FFTGadget'"),
+        ("<gadgetronStreamConfiguration><gadget><classname>FFTGadget</classname></gadget>"
+         "</gadgetronStreamConfiguration>", "expected a Gadgetron 4 <configuration>"),
+        ("<configuration><version>2</version></configuration>", "with a <stream>"),
     ],
 )  # fmt: skip
 def test_bad_values_are_refused_with_the_reason(config, message):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 import xml.etree.ElementTree as ET
 
 import ismrmrd
@@ -45,10 +46,14 @@ QUERY_CHAIN = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def _query_bytes(measurement: str) -> bytes:
-    """Exactly what the C++ client writes: id 2, uint32 length counting a NUL, XML, NUL; id 4."""
-    xml = QUERY_CHAIN.format(id=measurement, xsd="gadgetron.xsd").encode()
-    return struct.pack("<HI", 2, len(xml) + 1) + xml + b"\0" + struct.pack("<H", 4)
+def _query_bytes(measurement: str, nul: bool = False) -> bytes:
+    """What the C++ client writes: id 2, uint32 length, the XML, then close (id 4).
+
+    The client at the commit of ../shared/tools sends the XML without a terminating NUL;
+    older clients counted and sent one. Both are accepted.
+    """
+    xml = QUERY_CHAIN.format(id=measurement, xsd="gadgetron.xsd").encode() + (b"\0" if nul else b"")
+    return struct.pack("<HI", 2, len(xml)) + xml + struct.pack("<H", 4)
 
 
 def _exchange(address, payload: bytes) -> bytes:
@@ -88,9 +93,27 @@ def test_the_query_chain_is_recognised_and_others_are_not():
     assert noise_query_target(parse_xml(shipped)) is None
 
 
-def test_unknown_noise_is_answered_failed_byte_for_byte(server):
-    raw = _exchange(server.address, _query_bytes("nobody_1"))
+@pytest.mark.parametrize("nul", [False, True], ids=["client-2024", "nul-terminated"])
+def test_unknown_noise_is_answered_failed_byte_for_byte(server, nul):
+    raw = _exchange(server.address, _query_bytes("nobody_1", nul))
     assert _parse_answer(raw) == {"status": "failed"}
+
+
+def test_a_busy_server_still_answers_a_dependency_query(weights_file):
+    """Gadgetron's client aborts on any other message in its query connection."""
+    settings = ServerSettings(
+        port=0, weights=str(weights_file), device="cpu", timeout=10.0, max_clients=1
+    )
+    with PassnetServer(settings) as server:
+        with socket.create_connection(server.address, timeout=15) as holder:  # takes the slot
+            deadline = time.monotonic() + 10
+            while server.running_sessions() < 1:
+                assert time.monotonic() < deadline, "the first session never started"
+                time.sleep(0.02)
+            assert _parse_answer(_exchange(server.address, _query_bytes("x_1"))) == {
+                "status": "failed"
+            }
+            holder.close()
 
 
 def _with_measurement(header_xml: str, own: str, noise_dependency: str | None = None) -> str:
@@ -122,6 +145,9 @@ def test_noise_of_a_session_answers_a_later_query(server, cine_stream):
     sigma = np.sqrt((abs(samples) ** 2).sum(axis=1) / (samples.shape[1] - 1))
     assert float(fields["mean_sigma"]) == pytest.approx(sigma.mean(), rel=1e-3)
     assert float(fields["min_sigma"]) <= float(fields["mean_sigma"]) <= float(fields["max_sigma"])
+    # the client scales its compression tolerance by the dwell time: it must be the real one
+    assert float(fields["noise_dwell_time_us"]) == pytest.approx(noise[0].sample_time_us)
+    assert float(fields["noise_dwell_time_us"]) > 0
 
 
 def test_a_dependent_measurement_is_prewhitened_with_the_stored_noise(cine_stream):
@@ -149,3 +175,14 @@ def test_store_is_bounded_and_answers_are_ismrmrd_meta():
     meta = ismrmrd.Meta.deserialize(query_answer(store.get("c")))
     assert meta["status"] == "success" and float(meta["max_sigma"]) == pytest.approx(2.0)
     assert ismrmrd.Meta.deserialize(query_answer(None))["status"] == "failed"
+
+
+def test_a_noise_only_measurement_is_stored_not_reported_as_failed(server, cine_stream):
+    noise = [a for a in cine_stream.acquisitions if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
+    header = _with_measurement(cine_stream.header_xml, "noise_only_3")
+    result = protocol.client_session(server.address, header, noise, config_name="passnet_raw.xml")
+    assert result.closed_cleanly and not result.images
+    assert len(result.texts) == 1 and "'noise_only_3' stored" in result.texts[0], result.texts
+    assert _parse_answer(_exchange(server.address, _query_bytes("noise_only_3")))["status"] == (
+        "success"
+    )

@@ -74,6 +74,15 @@ def test_replay_writes_ismrmrd_images_and_extras(tmp_path, weights_file, caplog)
     assert any(m.startswith(f"wrote PNG {png}") for m in wrote)
     assert any(m.startswith(f"wrote NIfTI {nifti}: shape (16, 16, 2, 3)") for m in wrote)
     assert any(m.startswith(f"wrote DICOM series {dicom}/: 6 files") for m in wrote)
+    # a second method's series shares the DICOM folder without overwriting the first
+    import pydicom
+
+    assert (
+        recon(tmp_path, raw, weights_file, "--method", "zero-filled", "--dicom", str(dicom))[0] == 0
+    )
+    files = sorted(dicom.glob("*.dcm"))
+    assert len(files) == 12
+    assert len({pydicom.dcmread(f).SeriesInstanceUID for f in files}) == 2
 
 
 def test_progress_counts_reconstructed_slices(tmp_path, weights_file, monkeypatch):

@@ -234,19 +234,16 @@ PASSNET_STEP = (
 )
 
 
-def test_bucket_to_buffer_n_dimension_must_agree_with_the_step():
+def test_bucket_to_buffer_n_dimension_sets_the_frame_axis_unless_the_step_states_it():
     bucket = (
         "<gadget><dll>gadgetron_mricore</dll><classname>BucketToBufferGadget</classname>"
         '<property name="N_dimension" value="repetition"/></gadget>'
     )
-    # The step cannot see BucketToBuffer inside Gadgetron, so the server does not infer from
-    # it either (one chain, one ChainParams); a contradiction is refused.
     params = interpret_chain(_chain(bucket + PASSNET_STEP))
-    assert params.frame_dimension == "auto" and params.output == "complex"
+    assert params.frame_dimension == "repetition" and params.output == "complex"
     phase = '<property name="frame_dimension" value="phase"/></configuration>'
-    step = PASSNET_STEP.replace("</configuration>", phase)
-    with pytest.raises(UnsupportedChainError, match="contradicts"):
-        interpret_chain(_chain(bucket + step))
+    stated = interpret_chain(_chain(bucket + PASSNET_STEP.replace("</configuration>", phase)))
+    assert stated.frame_dimension == "phase"
 
 
 @pytest.mark.parametrize(
