@@ -202,7 +202,8 @@ def local_name(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _child_text(node: ET.Element, name: str) -> str | None:
+def child_text(node: ET.Element, name: str) -> str | None:
+    """Stripped text of ``node``'s first child named ``name`` (any namespace), or ``None``."""
     for child in node:
         if local_name(child.tag) == name:
             return (child.text or "").strip()
@@ -218,8 +219,8 @@ def properties(node: ET.Element) -> dict[str, str]:
     for prop in node:
         if local_name(prop.tag) != "property":
             continue
-        name = prop.get("name", _child_text(prop, "name"))
-        value = prop.get("value", _child_text(prop, "value"))
+        name = prop.get("name", child_text(prop, "name"))
+        value = prop.get("value", child_text(prop, "value"))
         if name:
             found[name.strip()] = (value or "").strip()
     return found
@@ -227,7 +228,7 @@ def properties(node: ET.Element) -> dict[str, str]:
 
 def step_name(node: ET.Element) -> str:
     """A chain node's class name (or name), for messages."""
-    return _child_text(node, "classname") or _child_text(node, "name") or "?"
+    return child_text(node, "classname") or child_text(node, "name") or "?"
 
 
 def is_whole_chain(root: ET.Element) -> bool:
@@ -300,11 +301,12 @@ def interpret_chain(chain: str | ET.Element) -> ChainParams:
             f"chain must contain exactly one PASSNet external step, found {len(passnet_steps)}"
         )
     step = passnet_steps[0]
+    step_properties = properties(step) if step is not None else {}
     try:
-        params = ChainParams.from_config(properties(step) if step is not None else None)
+        params = ChainParams.from_config(step_properties)
     except ValueError as exc:
         raise UnsupportedChainError(f"PASSNet step configuration: {exc}") from exc
-    stated = step is not None and "frame_dimension" in properties(step)
+    stated = "frame_dimension" in step_properties
     if n_dimension in ("phase", "repetition"):
         if not stated:
             # Raw acquisitions must be buffered along the axis Gadgetron would bucket as N;

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gadgets.chain_config import NOISE_SUMMARY_GADGET, local_name, properties
+from gadgets.chain_config import NOISE_SUMMARY_GADGET, child_text, local_name, properties
 
 if TYPE_CHECKING:
     from ismrmrd.xsd import ismrmrdHeader
@@ -45,10 +45,7 @@ def noise_query_target(chain: ET.Element) -> str | None:
     for node in chain.iter():
         if local_name(node.tag) != "gadget":
             continue
-        classname = next(
-            ((c.text or "").strip() for c in node if local_name(c.tag) == "classname"), ""
-        )
-        if classname == NOISE_SUMMARY_GADGET:
+        if child_text(node, "classname") == NOISE_SUMMARY_GADGET:
             target = properties(node).get("noise_file", "")
             return (
                 target[len(NOISE_FILE_PREFIX) :] if target.startswith(NOISE_FILE_PREFIX) else target

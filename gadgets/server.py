@@ -203,8 +203,7 @@ def serve_client(
             noise_covariance=None if prior is None else prior.covariance,
         )
         own_id = measurement_id(header)
-        noise = report.noise_covariance
-        stored = noise is not None and own_id is not None
+        noise = report.noise_covariance if own_id is not None else None
         if noise is not None and own_id is not None:
             noise_store.put(own_id, NoiseRecord(noise, report.noise_dwell_time_us))
         log.info(
@@ -214,7 +213,7 @@ def serve_client(
             report.slices_failed,
             report.images_sent,
         )
-        if noise is not None and stored and report.images_sent == 0 and not report.slices_failed:
+        if noise is not None and report.images_sent == 0 and not report.slices_failed:
             # a noise measurement replayed for the ones that depend on it: not a failure
             channels = noise.shape[0]
             _tell(
@@ -242,12 +241,10 @@ def serve_client(
     return report
 
 
-def _refuse_busy(sock: socket.socket, why: str) -> None:
-    """Tell a client beyond the limit that the server is busy, then close."""
-    log.warning("refusing %s: %s", _peer_name(sock), why)
-    busy = protocol.SocketStream(sock, timeout=5.0)
-    _tell(busy, f"PASSNet server busy ({why}); try again later")
-    busy.close()
+def _tell_busy(stream: protocol.SocketStream, why: str) -> None:
+    """Tell a client beyond the limit that the server is busy (the stream is closed after)."""
+    log.warning("refusing %s: %s", _peer_name(stream.socket), why)
+    _tell(stream, f"PASSNet server busy ({why}); try again later")
 
 
 def _tell(stream: protocol.SocketStream, text: str) -> None:
@@ -361,7 +358,9 @@ class PassnetServer:
                 if not self._stopping.is_set() and self._refusals.acquire(blocking=False):
                     threading.Thread(target=self._refuse, args=(sock, why), daemon=True).start()
                 else:
-                    _refuse_busy(sock, why)
+                    busy = protocol.SocketStream(sock, timeout=5.0)
+                    _tell_busy(busy, why)
+                    busy.close()
                 continue
             thread = threading.Thread(target=self._run_client, args=(sock,), daemon=True)
             with self._lock:
@@ -372,23 +371,27 @@ class PassnetServer:
     def _refuse(self, sock: socket.socket, why: str) -> None:
         """A connection beyond the limit: answer a dependency query (it costs nothing and
         Gadgetron's client aborts on anything else), tell any other client it is busy."""
+        # The whole exchange is bounded, so a slow client cannot hold a refusal slot.
+        stream = protocol.SocketStream(
+            sock,
+            timeout=REFUSAL_READ_TIMEOUT_S,
+            max_message_bytes=MAX_XML_BYTES,
+            session_deadline=time.monotonic() + 2 * REFUSAL_READ_TIMEOUT_S,
+        )
         try:
-            stream = protocol.SocketStream(sock, timeout=REFUSAL_READ_TIMEOUT_S)
-            stream.max_message_bytes = MAX_XML_BYTES
             try:
                 query = noise_query_target(parse_xml(_read_chain(stream)))
             except (ValueError, TimeoutError, OSError):
                 query = None
             if query is None:
-                log.warning("refusing %s: %s", _peer_name(sock), why)
-                _tell(stream, f"PASSNet server busy ({why}); try again later")
+                _tell_busy(stream, why)
             else:
                 try:
                     _answer_dependency_query(stream, query, self.noise_store, _peer_name(sock))
                 except (ValueError, TimeoutError, OSError) as exc:
                     log.warning("dependency query while busy failed: %s", exc)
-            stream.close()
         finally:
+            stream.close()
             self._refusals.release()
 
     @property

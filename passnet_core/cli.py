@@ -12,6 +12,7 @@ and one broken optional dependency does not take every command down.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import sys
@@ -37,6 +38,7 @@ LOGGED_PACKAGES = ("passnet_core", "gadgets", "training", "benchmarks")
 log = logging.getLogger(__name__)
 
 
+@functools.cache  # entry points do not change while the process runs; main asks three times
 def subcommands() -> tuple[Command, ...]:
     """The registered commands, sorted by name (each entry point names a :class:`Command`).
 
