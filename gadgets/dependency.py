@@ -18,6 +18,7 @@ brings no noise scans of its own, as Gadgetron's noise adjustment does.
 
 from __future__ import annotations
 
+import logging
 import threading
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
@@ -31,9 +32,14 @@ from gadgets.chain_config import NOISE_SUMMARY_GADGET, child_text, local_name, p
 if TYPE_CHECKING:
     from ismrmrd.xsd import ismrmrdHeader
 
+log = logging.getLogger(__name__)
+
 # Gadgetron's client asks for the noise of measurement X under this name.
 NOISE_FILE_PREFIX = "GadgetronNoiseCovarianceMatrix_"
 DEFAULT_MAX_MEASUREMENTS = 64
+# Memory the store may hold in all: a client's noise scans must not make the server keep
+# gigabytes after the session (a 128-channel covariance is 256 KiB).
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
 def noise_query_target(chain: ET.Element) -> str | None:
@@ -74,12 +80,21 @@ class NoiseRecord:
 
 
 class NoiseStore:
-    """Thread-safe, bounded map ``measurementID -> NoiseRecord`` (oldest dropped first)."""
+    """Thread-safe map ``measurementID -> NoiseRecord``, bounded in count and bytes.
 
-    def __init__(self, max_measurements: int = DEFAULT_MAX_MEASUREMENTS) -> None:
-        if max_measurements < 1:
-            raise ValueError(f"max_measurements must be at least 1, got {max_measurements}")
-        self.max_measurements = max_measurements
+    The oldest records are dropped first; a record larger than ``max_bytes`` on its own is
+    not kept.
+    """
+
+    def __init__(
+        self, max_measurements: int = DEFAULT_MAX_MEASUREMENTS, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        if max_measurements < 1 or max_bytes < 1:
+            raise ValueError(
+                f"max_measurements and max_bytes must be at least 1, got {max_measurements}, "
+                f"{max_bytes}"
+            )
+        self.max_measurements, self.max_bytes = max_measurements, max_bytes
         self._records: OrderedDict[str, NoiseRecord] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -87,11 +102,20 @@ class NoiseStore:
         """Remember ``record`` for ``measurement_id`` (an empty id is not stored)."""
         if not measurement_id:
             return
+        if record.covariance.nbytes > self.max_bytes:
+            log.warning(
+                "noise of measurement %r not stored: %d bytes exceed the store's %d",
+                measurement_id, record.covariance.nbytes, self.max_bytes,
+            )  # fmt: skip
+            return
         with self._lock:
             self._records[measurement_id] = record
             self._records.move_to_end(measurement_id)
-            while len(self._records) > self.max_measurements:
+            while len(self._records) > self.max_measurements or self._bytes() > self.max_bytes:
                 self._records.popitem(last=False)
+
+    def _bytes(self) -> int:
+        return sum(r.covariance.nbytes for r in self._records.values())
 
     def get(self, measurement_id: str) -> NoiseRecord | None:
         """The record of ``measurement_id``, or ``None``."""

@@ -175,6 +175,13 @@ def test_store_is_bounded_and_answers_are_ismrmrd_meta():
     meta = ismrmrd.Meta.deserialize(query_answer(store.get("c")))
     assert meta["status"] == "success" and float(meta["max_sigma"]) == pytest.approx(2.0)
     assert ismrmrd.Meta.deserialize(query_answer(None))["status"] == "failed"
+    # bounded in bytes too: a client's huge noise is not kept after its session
+    small = NoiseStore(max_bytes=200)
+    small.put("two", NoiseRecord(np.eye(2, dtype=np.complex128)))  # 64 bytes
+    small.put("three", NoiseRecord(np.eye(3, dtype=np.complex128)))  # 144 bytes: "two" goes
+    assert small.get("two") is None and small.get("three") is not None
+    small.put("huge", NoiseRecord(np.eye(4, dtype=np.complex128)))  # 256 bytes: not kept
+    assert small.get("huge") is None and small.get("three") is not None
 
 
 def test_a_noise_only_measurement_is_stored_not_reported_as_failed(server, cine_stream):
