@@ -33,7 +33,7 @@ FRAME_DIMENSIONS = ("phase", "repetition", "auto")  # acquisition counter of the
 OUTPUTS = ("magnitude", "complex")
 COIL_MAP_METHODS = ("espirit", "walsh")
 FALLBACKS = ("zero_filled", "none")
-METHODS = ("passnet", "lplus_s", "zero_filled")
+METHODS = ("passnet", "lplus_s", "llr", "zero_filled")
 # Slice limits: a slice's C*T*H*W (8 bytes each, complex64) and the distinct lines it buffers.
 DEFAULT_MAX_MATRIX_ELEMENTS = 64 * 1024 * 1024
 DEFAULT_MAX_LINES_PER_SLICE = 128 * 1024
@@ -84,8 +84,9 @@ class ChainParams:
         ``"zero_filled"``: zero-filled SENSE when the network cannot run; ``"none"``: the
         slice fails instead.
     method
-        ``"passnet"`` (the product), or the classical ``"lplus_s"`` / ``"zero_filled"`` for a
-        side-by-side comparison on the same data.
+        ``"passnet"`` (the product), or the classical ``"lplus_s"`` (L+S), ``"llr"`` (locally
+        low rank, PASSNet's warm start) or ``"zero_filled"`` for a side-by-side comparison on the
+        same data.
     """
 
     weights: str | None = None

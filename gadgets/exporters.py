@@ -65,9 +65,14 @@ UID_ROOT = "2.25"
 # Fixed once for this package: changing it changes every derived UID.
 UID_NAMESPACE = uuid.UUID("b1f3a0e2-5c57-4d1e-9c1a-7e3a2f6d4c11")
 _UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
-METHOD_LABELS = {"passnet": "PASSNet", "lplus_s": "L+S", "zero_filled": "zero-filled"}
+METHOD_LABELS = {
+    "passnet": "PASSNet",
+    "lplus_s": "L+S",
+    "llr": "LLR",
+    "zero_filled": "zero-filled",
+}
 # DICOM SeriesNumber = 100 * the scanner's initialSeriesNumber (1 if absent) + this.
-_METHOD_SERIES_OFFSET = {"passnet": 1, "lplus_s": 2, "zero_filled": 3}
+_METHOD_SERIES_OFFSET = {"passnet": 1, "lplus_s": 2, "zero_filled": 3, "llr": 4}
 _UINT16_MAX = 65535.0
 _ERROR_GAIN = 5.0  # |error| panels use a 5x narrower range than the images
 

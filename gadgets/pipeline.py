@@ -38,7 +38,7 @@ class ReconEngine:
         The chain's settings (validated there): ``weights`` (``None``: the shipped weights),
         ``device``, ``fallback`` (``"zero_filled"``: zero-filled SENSE when the network cannot
         be loaded or fails; ``"none"``: the slice fails instead) and ``method``
-        (``"lplus_s"`` / ``"zero_filled"`` reconstruct without the network).
+        (``"lplus_s"`` / ``"llr"`` / ``"zero_filled"`` reconstruct without the network).
     """
 
     def __init__(self, params: ChainParams | None = None) -> None:
@@ -70,11 +70,15 @@ class ReconEngine:
         """``(C, T, H, W)`` k-space -> ``((T, H, W)`` complex64 images, image comment)``."""
         if self.method == "zero_filled":
             return zero_filled_sense(kspace, mask, coil_maps), "zero-filled SENSE"
-        if self.method == "lplus_s":
-            from passnet_core.baselines import lplus_s
+        if self.method in ("lplus_s", "llr"):
+            from passnet_core.baselines import llr, lplus_s
 
             batch_maps = None if coil_maps is None else coil_maps[None]
             batch = kspace[None] if coil_maps is not None else kspace[:1]
+            if self.method == "llr":
+                return llr(batch, mask, batch_maps)[0].numpy().astype(
+                    np.complex64
+                ), "LLR (classical)"
             images = lplus_s(batch, mask, batch_maps)
             return images[0].numpy().astype(np.complex64), "L+S (classical)"
         from passnet_core.inference import reconstruct

@@ -48,7 +48,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # --method spelling -> ChainParams.method
-METHOD_OPTIONS = {"passnet": "passnet", "lplus-s": "lplus_s", "zero-filled": "zero_filled"}
+METHOD_OPTIONS = {
+    "passnet": "passnet",
+    "lplus-s": "lplus_s",
+    "llr": "llr",
+    "zero-filled": "zero_filled",
+}
 # Ground truth of simulated files (training.simulate.TRUTH_GROUP: "images", and the true
 # "coil_maps" and "noise_covariance" that put it in the chain's intensity convention).
 TRUTH_GROUP = "passnet_truth"
@@ -76,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--method",
         choices=tuple(METHOD_OPTIONS),
-        help="passnet (the network), lplus-s (classical low-rank + sparse) or zero-filled "
+        help="passnet (the network), lplus-s (classical low-rank + sparse), llr (classical "
+        "locally low rank, the network's warm start) or zero-filled "
         "(zero-filled SENSE, A^H d) for a side-by-side comparison on the same file "
         "(default: passnet, or the method set in --config)",
     )

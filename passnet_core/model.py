@@ -22,14 +22,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from passnet_core.baselines import lplus_s
+from passnet_core.baselines import llr, lplus_s
 from passnet_core.conv import Conv3d
 from passnet_core.operators import EncodingOp, validate_inputs
 from passnet_core.svd import DEFAULT_EPS_REL, stable_svd
 
 SHRINKAGES = ("pass", "uniform_svt")
 FUSIONS = ("lsaf", "fixed")
-STARTS = ("adjoint", "lplus_s")
+STARTS = ("adjoint", "lplus_s", "llr")
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,11 @@ class PASSNetConfig:
         (Landweber) step; steps up to 2 are stable. The old default 0.1 left each stage a
         tenth of a gradient step (docs/method.md).
     start
-        First estimate ``x0``: ``"adjoint"`` (``A^H d``, the paper) or ``"lplus_s"`` (the
-        classical L+S of :mod:`passnet_core.baselines` with ``start_iterations`` iterations,
-        a warm start the stages refine).
+        First estimate ``x0``: ``"adjoint"`` (``A^H d``, the paper), or a classical warm start
+        the stages refine, with ``start_iterations`` iterations: ``"lplus_s"`` (L+S) or
+        ``"llr"`` (locally low rank), both from :mod:`passnet_core.baselines`.
     start_iterations
-        L+S iterations of the ``"lplus_s"`` start (ignored for ``"adjoint"``).
+        Iterations of the classical start (ignored for ``"adjoint"``).
     zero_init_residual
         Start the last convolution of ``Phi^H`` and ``Psi^H`` at zero, so an untrained stage
         is exactly a gradient step (no random conv noise added to the image). Affects
@@ -376,12 +376,13 @@ class PASSNet(nn.Module):
         coil_maps: torch.Tensor | None,
         op: EncodingOp,
     ) -> torch.Tensor:
-        """The first estimate ``x0`` (``config.start``); no gradient flows through L+S."""
+        """The first estimate ``x0`` (``config.start``); no gradient flows through it."""
+        n_iter = self.config.start_iterations
         if self.config.start == "adjoint":
             return op.adjoint(kspace)
-        return lplus_s(kspace, mask, coil_maps, n_iter=self.config.start_iterations, tol=0.0).to(
-            kspace.dtype
-        )
+        if self.config.start == "llr":
+            return llr(kspace, mask, coil_maps, n_iter=n_iter).to(kspace.dtype)
+        return lplus_s(kspace, mask, coil_maps, n_iter=n_iter, tol=0.0).to(kspace.dtype)
 
 
 def count_parameters(model: nn.Module) -> int:

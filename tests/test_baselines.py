@@ -1,4 +1,4 @@
-"""Zero-filled and L+S baselines on a small synthetic dynamic phantom."""
+"""Zero-filled, L+S and LLR baselines on a small synthetic dynamic phantom."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import dynamic_phantom, normalise_maps, simulated_coil_maps
 
-from passnet_core.baselines import lplus_s, zero_filled
+from passnet_core.baselines import _llr_shrink, llr, lplus_s, zero_filled
 from passnet_core.masks import vds_mask
 from passnet_core.metrics import psnr, ssim
 from passnet_core.operators import EncodingOp
@@ -54,6 +54,50 @@ def test_lplus_s_beats_zero_filled_by_several_db(problem, lplus_s_recon):
     psnr_zf, psnr_ls = float(psnr(zf[0], truth[0])), float(psnr(lplus_s_recon[0], truth[0]))
     assert psnr_ls > psnr_zf + 6, f"L+S {psnr_ls:.2f} dB vs zero-filled {psnr_zf:.2f} dB"
     assert float(ssim(lplus_s_recon[0], truth[0])) > float(ssim(zf[0], truth[0])) + 0.1
+
+
+def test_llr_shrink_without_threshold_is_identity_for_any_size_and_shift():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 5, 13, 18, dtype=torch.complex64, generator=g)  # not whole blocks
+    for shift in ((0, 0), (3, 7), (7, 2)):
+        torch.testing.assert_close(_llr_shrink(x, 0.0, 8, shift), x, atol=1e-5, rtol=1e-5)
+
+
+def test_llr_shrink_makes_every_block_low_rank():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 6, 16, 16, dtype=torch.complex64, generator=g)
+    y = _llr_shrink(x, 8.0, 8, (0, 0))  # singular values of a 64 x 6 block: ~5.5-10.5
+    for i in (0, 8):
+        for j in (0, 8):
+            before = torch.linalg.matrix_rank(x[0, :, i : i + 8, j : j + 8].reshape(6, 64))
+            after = torch.linalg.matrix_rank(y[0, :, i : i + 8, j : j + 8].reshape(6, 64))
+            assert after < before == 6
+
+
+def test_llr_beats_zero_filled_and_is_deterministic(problem):
+    truth, maps, mask, kspace = problem
+    zf = zero_filled(kspace, mask, maps)
+    recon = llr(kspace, mask, maps, n_iter=30)
+    assert recon.shape == (1, T, H, W) and recon.dtype == torch.complex64
+    assert float(psnr(recon[0], truth[0])) > float(psnr(zf[0], truth[0])) + 5
+    torch.testing.assert_close(recon, llr(kspace, mask, maps, n_iter=30))
+
+
+def test_llr_is_scale_equivariant(problem):
+    truth, maps, mask, kspace = problem
+    torch.testing.assert_close(
+        llr(1000 * kspace, mask, maps, n_iter=5) / 1000,
+        llr(kspace, mask, maps, n_iter=5),
+        rtol=1e-3,
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("kwargs", [{"lambda_b": -1.0}, {"n_iter": 0}, {"block": 0}])
+def test_llr_bad_parameters_raise(problem, kwargs):
+    truth, maps, mask, kspace = problem
+    with pytest.raises(ValueError):
+        llr(kspace, mask, maps, **kwargs)
 
 
 def test_lplus_s_is_scale_equivariant(problem):

@@ -37,6 +37,30 @@ def test_tiny_evaluation_writes_tables_notes_and_figures(
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
+def test_reused_methods_keep_their_scores_and_must_reproduce_them(tmp_path: Path) -> None:
+    args = ["evaluate", *TINY_ARGS, "--families", "synthetic", "--methods", "zero-filled,llr"]
+    first = tmp_path / "first"
+    assert passnet_main([*args, "--out", str(first)]) == 0
+    stored = json.loads((first / "evaluation.json").read_text())["families"]["synthetic"]
+    again = tmp_path / "again"
+    reuse = ["--reuse", str(first / "evaluation.json"), "--reuse-methods", "llr"]
+    assert passnet_main([*args, *reuse, "--out", str(again)]) == 0
+    raw = json.loads((again / "evaluation.json").read_text())
+    assert raw["reused"]["methods"] == ["llr"]
+    assert raw["families"]["synthetic"]["llr"] == stored["llr"]  # stored scores and times
+    assert (again / "fig_synthetic_radial-8.png").is_file()  # still run on case 0 for the figure
+
+    # other cases (noise level) or a method that no longer reproduces its score: refused
+    assert passnet_main([*args, *reuse, "--noise-level", "0.05", "--out", str(again)]) == 2
+    doctored = json.loads((first / "evaluation.json").read_text())
+    doctored["families"]["synthetic"]["llr"]["psnr"]["radial-8"][0] += 1.0
+    bad = tmp_path / "doctored.json"
+    bad.write_text(json.dumps(doctored))
+    reuse_bad = ["--reuse", str(bad), "--reuse-methods", "llr"]
+    assert passnet_main([*args, *reuse_bad, "--out", str(again)]) == 2
+    assert passnet_main([*args, "--reuse-methods", "llr", "--out", str(again)]) == 2
+
+
 def test_missing_bart_and_weights_are_skipped_with_reasons(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

@@ -143,6 +143,23 @@ def test_fully_sampled_single_coil_x0_is_the_image():
     assert residual.abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("start", ["lplus_s", "llr"])
+def test_untrained_network_with_warm_start_is_the_classical_start_plus_gradient_steps(start):
+    from passnet_core.baselines import llr, lplus_s
+
+    image, kspace, mask, maps = _problem(1, 4, 16, 16, coils=3)
+    config = PASSNetConfig(n_stages=2, channels=4, start=start, start_iterations=3, mu_init=0.5)
+    model = PASSNet(config)
+    with torch.no_grad():
+        out = model(kspace, mask, maps)
+    classical = {"lplus_s": lplus_s, "llr": llr}[start]
+    x = classical(kspace, mask, maps, n_iter=3, **({"tol": 0.0} if start == "lplus_s" else {}))
+    op = EncodingOp(mask, maps)
+    for _ in range(2):  # zero-initialised residual branches: each stage is a plain step
+        x = x - 0.5 * op.adjoint(op.forward(x) - kspace)
+    torch.testing.assert_close(out, x, rtol=1e-4, atol=1e-5)
+
+
 def test_uniform_svt_threshold_and_pass_starts_there():
     sigma = torch.tensor([[[4.0, 2.0, 1.0, 0.1]]])
     tau = torch.sigmoid(torch.tensor(-2.0)) * 4.0

@@ -228,12 +228,15 @@ def _overall_psnr(caplog) -> tuple[float, float]:
     return float(match[1]), float(match[2])
 
 
-def test_each_method_runs_and_lplus_s_beats_zero_filled(tmp_path, weights_file, cine_file, caplog):
+def test_each_method_runs_and_classical_ones_beat_zero_filled(
+    tmp_path, weights_file, cine_file, caplog
+):
     caplog.set_level(logging.INFO)
     scores = {}
     comments = {
         "passnet": "PASSNet",
         "lplus-s": "L+S (classical)",
+        "llr": "LLR (classical)",
         "zero-filled": "zero-filled SENSE",
     }
     for method in comments:
@@ -246,8 +249,9 @@ def test_each_method_runs_and_lplus_s_beats_zero_filled(tmp_path, weights_file, 
         assert f"reconstructing with {METHOD_LABELS[METHOD_OPTIONS[method]]}" in caplog.text
         assert "slice 0 vs /passnet_truth: PSNR" in caplog.text
         scores[method] = _overall_psnr(caplog)
-    assert scores["lplus-s"][0] > scores["zero-filled"][0] + 1.0, scores
-    assert scores["lplus-s"][1] > scores["zero-filled"][1], scores
+    for classical in ("lplus-s", "llr"):
+        assert scores[classical][0] > scores["zero-filled"][0] + 1.0, scores
+        assert scores[classical][1] > scores["zero-filled"][1], scores
 
 
 def test_method_names_map_to_the_chain(tmp_path):

@@ -35,6 +35,7 @@ EVAL_DEFAULT_MASKS = ("vds_lines-8", "radial-8", "vds-8")
 EVAL_METHODS = (
     "zero-filled",
     "lplus-s",
+    "llr",
     "bart-llr",
     "bart-tv",
     "passnet-adjoint",
@@ -44,6 +45,7 @@ EVAL_METHODS = (
 EVAL_DEFAULT_METHODS = (
     "zero-filled",
     "lplus-s",
+    "llr",
     "bart-llr",
     "passnet-adjoint",
     "passnet-uniform",
@@ -238,6 +240,20 @@ def evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="device for PASSNet: auto (a GPU if present, else cpu), cpu, cuda or cuda:N "
         "(default auto)",
+    )
+    parser.add_argument(
+        "--reuse",
+        metavar="JSON",
+        default=None,
+        help="an earlier evaluation.json of the same cases (cases, masks, noise, size, coils "
+        "must match): the methods named by --reuse-methods take their scores from it instead of "
+        "running again; each is still run on the first case, for the figure and to check that it "
+        "reproduces the stored score (default: none)",
+    )
+    parser.add_argument(
+        "--reuse-methods",
+        default="",
+        help="comma-separated methods to take from --reuse, e.g. lplus-s,bart-llr (default: none)",
     )
 
 

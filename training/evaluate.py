@@ -66,10 +66,11 @@ from training.tuning import (
 log = logging.getLogger(__name__)
 
 DEFAULT_MASKS = ("vds_lines-8", "radial-8", "vds-8")
-CLASSICAL = ("zero-filled", "lplus-s", "bart-llr", "bart-tv")
+CLASSICAL = ("zero-filled", "lplus-s", "llr", "bart-llr", "bart-tv")
 PASSNETS = ("passnet-adjoint", "passnet-uniform", "passnet")
 METHODS = CLASSICAL + PASSNETS
-DEFAULT_METHODS = ("zero-filled", "lplus-s", "bart-llr", *PASSNETS)
+DEFAULT_METHODS = ("zero-filled", "lplus-s", "llr", "bart-llr", *PASSNETS)
+REUSE_TOLERANCE_DB = 0.01  # a reused method must reproduce its stored first-case PSNR this well
 
 Recon = Callable[[CaseData, str], torch.Tensor]  # (data, mask name) -> (1, T, H, W)
 
@@ -115,6 +116,8 @@ def build_methods(
             out[name] = lambda d, m: baselines.zero_filled(d.kspace, d.mask, d.maps)
         elif name == "lplus-s":
             out[name] = lambda d, m: baselines.lplus_s(d.kspace, d.mask, d.maps)
+        elif name == "llr":
+            out[name] = lambda d, m: baselines.llr(d.kspace, d.mask, d.maps)
         elif name in BART_REGULARISERS:
             if not bart.available():
                 out[name] = "bart not installed"
@@ -138,11 +141,18 @@ def evaluate_family(
     out_dir: Path,
     size: tuple[int, int, int] | None = None,
     coils: int = 8,
+    reused: dict[str, MethodResult] | None = None,
 ) -> dict[str, MethodResult]:
-    """Run every method on every (case, mask) of ``family``; one figure per mask for case 0."""
+    """Run every method on every (case, mask) of ``family``; one figure per mask for case 0.
+
+    Methods in ``reused`` (stored results of an earlier run on the same cases) run on case 0
+    only, for the figure and to check that they reproduce their stored PSNR; their scores and
+    times are the stored ones.
+    """
+    reused = reused or {}
     cases = make_cases(family, n_cases, TEST_SEEDS[family], size, coils)
     results = {
-        name: MethodResult(name, skipped=fn if isinstance(fn, str) else None)
+        name: reused.get(name) or MethodResult(name, skipped=fn if isinstance(fn, str) else None)
         for name, fn in methods.items()
     }
     for i, case in enumerate(cases):
@@ -151,18 +161,27 @@ def evaluate_family(
             shown: dict[str, np.ndarray] = {}
             line = []
             for name, fn in methods.items():
-                if isinstance(fn, str):
+                if isinstance(fn, str) or (i > 0 and name in reused):
                     continue
                 start = time.perf_counter()
                 recon = fn(data, mask_name)[0].to(torch.complex64).cpu()
-                results[name].seconds.append(time.perf_counter() - start)
+                seconds = time.perf_counter() - start
                 psnr = float(metrics.psnr(recon, data.target, magnitude=True))
+                shown[name] = recon.numpy()
+                line.append(f"{name} {psnr:.2f}")
+                if name in reused:
+                    stored = reused[name].psnr[mask_name][0]
+                    if abs(psnr - stored) > REUSE_TOLERANCE_DB:
+                        raise ValueError(
+                            f"--reuse: {name} scores {psnr:.3f} dB on {case.name} {mask_name}, "
+                            f"the stored result {stored:.3f} dB: not the same cases or method"
+                        )
+                    continue
+                results[name].seconds.append(seconds)
                 results[name].psnr.setdefault(mask_name, []).append(psnr)
                 results[name].ssim.setdefault(mask_name, []).append(
                     float(metrics.ssim(recon, data.target))
                 )
-                shown[name] = recon.numpy()
-                line.append(f"{name} {psnr:.2f}")
             if i == 0 and shown:
                 path = comparison_figure(
                     data.target.numpy(),
@@ -246,6 +265,50 @@ def _notes(args: argparse.Namespace, tuned: dict, families: Sequence[str]) -> li
 # --------------------------------------------------------------------------- CLI
 
 
+def _load_reused(
+    args: argparse.Namespace, masks: Sequence[str], families: Sequence[str], names: Sequence[str]
+) -> dict | None:
+    """The ``--reuse`` file, checked to describe the same cases; ``None`` without ``--reuse``."""
+    if not names:
+        return None
+    if args.reuse is None:
+        raise ValueError("--reuse-methods needs --reuse FILE")
+    try:
+        stored = json.loads(Path(args.reuse).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--reuse {args.reuse}: {err}") from err
+    expected = {
+        "n_cases": args.n_cases,
+        "masks": list(masks),
+        "noise_level": args.noise_level,
+        "size": args.size,
+        "coils": args.coils,
+    }
+    older = {"size": None, "coils": 8}  # files before these keys were written with the defaults
+    for key, value in expected.items():
+        found = stored.get(key, older.get(key))
+        if found != value:
+            raise ValueError(f"--reuse {args.reuse}: {key} is {found!r}, not {value!r}")
+    for family in families:
+        for name in names:
+            entry = stored.get("families", {}).get(family, {}).get(name)
+            if entry is None or entry.get("skipped"):
+                raise ValueError(f"--reuse {args.reuse}: no results of {name} on {family}")
+    return stored
+
+
+def _reused_results(
+    stored: dict | None, family: str, names: Sequence[str]
+) -> dict[str, MethodResult]:
+    if stored is None:
+        return {}
+    out = {}
+    for name in names:
+        entry = stored["families"][family][name]
+        out[name] = MethodResult(name, None, entry["psnr"], entry["ssim"], entry["seconds"])
+    return out
+
+
 def _parse_list(text: str, allowed: Sequence[str] | None, what: str) -> list[str]:
     items = [s.strip() for s in text.split(",") if s.strip()]
     if not items:
@@ -293,6 +356,10 @@ def run(args: argparse.Namespace) -> int:
         for name, path in weights.items():
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"weights for {name}: no file {path}")
+        reuse_names = (
+            _parse_list(args.reuse_methods, names, "reuse-methods") if args.reuse_methods else []
+        )
+        stored = _load_reused(args, masks, families, reuse_names)
     except ValueError as err:
         log.error("%s", err)
         return 2
@@ -300,7 +367,9 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     bart_methods = [n for n in names if n in BART_REGULARISERS and bart.available()]
     tuned: dict = {}
-    if bart_methods:
+    if stored and all(n in reuse_names for n in bart_methods):
+        tuned = {m: v for m, v in stored["bart_tuning"].items() if m in bart_methods}
+    elif bart_methods:
         log.info("tuning %s on %d validation case(s)", ", ".join(bart_methods), args.tune_cases)
         val = validation_data(masks, args.tune_cases, args.noise_level, size, args.coils)
         tuned = tune_bart(bart_methods, masks, val)
@@ -309,12 +378,24 @@ def run(args: argparse.Namespace) -> int:
     for name, fn in methods.items():
         if isinstance(fn, str):
             print(f"{name}: skipped ({fn})")
-    per_family = {
-        family: evaluate_family(
-            methods, family, masks, args.n_cases, args.noise_level, out_dir, size, args.coils
-        )
-        for family in families
-    }
+    try:
+        per_family = {
+            family: evaluate_family(
+                methods,
+                family,
+                masks,
+                args.n_cases,
+                args.noise_level,
+                out_dir,
+                size,
+                args.coils,
+                reused=_reused_results(stored, family, reuse_names),
+            )
+            for family in families
+        }
+    except ValueError as err:
+        log.error("%s", err)
+        return 2
     text = markdown(per_family, masks, _notes(args, tuned, families))
     print(text)
     (out_dir / "evaluation.md").write_text(f"{text}\n{provenance()}")
@@ -322,7 +403,10 @@ def run(args: argparse.Namespace) -> int:
         "n_cases": args.n_cases,
         "masks": masks,
         "noise_level": args.noise_level,
+        "size": args.size,
+        "coils": args.coils,
         "test_seeds": TEST_SEEDS,
+        "reused": {"file": args.reuse, "methods": reuse_names} if stored else None,
         "bart_tuning": tuned,
         "families": {
             family: {
