@@ -49,6 +49,18 @@ def _prepare(
     return k, EncodingOp(as_tensor(mask, "mask").to(k.device, torch.float32), maps)
 
 
+def _normalised(k: torch.Tensor, op: EncodingOp) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(A^H d / s, d / s, s)`` with ``s = max |A^H d|`` per batch item (``(B, 1, 1, 1)``).
+
+    The iterative baselines work on these units, so their thresholds do not depend on the
+    data's scale; the result is multiplied by ``s`` again.
+    """
+    x0 = op.adjoint(k)
+    scale = x0.abs().flatten(1).amax(dim=1).clamp(min=1e-30)  # (B,)
+    scale_img = scale.view(-1, 1, 1, 1)
+    return x0 / scale_img, k / scale.view(-1, *([1] * (k.ndim - 1))), scale_img
+
+
 def zero_filled(
     kspace: torch.Tensor | np.ndarray,
     mask: torch.Tensor | np.ndarray,
@@ -141,12 +153,7 @@ def lplus_s(
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol!r}")
     k, op = _prepare(kspace, mask, coil_maps)
-    x0 = op.adjoint(k)
-    scale = x0.abs().flatten(1).amax(dim=1).clamp(min=1e-30)  # (B,)
-    scale_img = scale.view(-1, 1, 1, 1)
-    scale_k = scale.view(-1, *([1] * (k.ndim - 1)))
-    d = k / scale_k
-    m = x0 / scale_img
+    m, d, scale_img = _normalised(k, op)
     low_rank_prev = m
     sparse = torch.zeros_like(m)
     with torch.no_grad():
@@ -231,12 +238,8 @@ def llr(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     k, op = _prepare(kspace, mask, coil_maps)
-    x0 = op.adjoint(k)
-    scale = x0.abs().flatten(1).amax(dim=1).clamp(min=1e-30)
-    scale_img = scale.view(-1, 1, 1, 1)
-    d = k / scale.view(-1, *([1] * (k.ndim - 1)))
-    x = z = x0 / scale_img
-    t_k = 1.0
+    x, d, scale_img = _normalised(k, op)
+    z, t_k = x, 1.0
     shifts = torch.randint(0, block, (n_iter, 2), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         for iteration in range(n_iter):

@@ -255,10 +255,22 @@ def _notes(args: argparse.Namespace, tuned: dict, families: Sequence[str]) -> li
             f"the test cases) over {{{grid}}}; chosen {chosen}."
         )
     notes.append(
-        "PASSNet variants: `passnet` = shipped default (L+S warm start), `passnet-adjoint` = "
+        f"llr: locally low rank, {baselines.LLR_BLOCK} x {baselines.LLR_BLOCK} blocks, lambda "
+        f"{baselines.LLR_LAMBDA}, {baselines.LLR_N_ITER} FISTA iterations with random block "
+        "shifts (passnet_core.baselines.llr): the shipped PASSNet's warm start, so `passnet − "
+        "llr` is what the learned stages add."
+    )
+    notes.append(
+        "PASSNet variants: `passnet` = shipped default (LLR warm start), `passnet-adjoint` = "
         "the paper's A^H d start, `passnet-uniform` = uniform-SVT ablation; all trained by "
         "training/configs/cpu_default.yaml (docs/training.md). Times: CPU, this machine."
     )
+    if args.reuse_methods:
+        notes.append(
+            f"Reused from the earlier run in {args.reuse} (same cases; each reproduced its "
+            f"stored first-case PSNR within {REUSE_TOLERANCE_DB} dB in this run): "
+            f"{args.reuse_methods}. Their times are those of the run that wrote the file."
+        )
     return notes
 
 
