@@ -53,9 +53,9 @@ def ablation_weights_path() -> Path:
 
 
 def paper_start_weights_path() -> Path:
-    """The paper's ``A^H d`` start trained like the default (``model.start=adjoint``).
+    """The paper's ``A^H d`` start trained like the default (``model.start=adjoint``, step 1).
 
-    Shipped for ``passnet evaluate``, which shows the default's L+S warm start beside the
+    Shipped for ``passnet evaluate``, which shows the default's LLR warm start beside the
     paper's variant; reconstruction never uses it.
     """
     return _SHIPPED / "paper_start.safetensors"
