@@ -323,7 +323,7 @@ def test_help_documents_every_option_with_default_and_values(capsys):
                    "--png", "--dicom", "--nifti", "--no-progress"):  # fmt: skip
         assert option in text, option
     assert text.count("(default:") >= 9  # every option but the required --out
-    for values in ("{passnet,lplus-s,zero-filled}", "auto, cpu, cuda or cuda:N",
+    for values in ("{passnet,lplus-s,llr,zero-filled}", "auto, cpu, cuda or cuda:N",
                    "{auto,phase,repetition}", "default: passnet", "default: auto"):  # fmt: skip
         assert values in text, values
 
