@@ -59,6 +59,9 @@ def test_reused_methods_keep_their_scores_and_must_reproduce_them(tmp_path: Path
     reuse_bad = ["--reuse", str(bad), "--reuse-methods", "llr"]
     assert passnet_main([*args, *reuse_bad, "--out", str(again)]) == 2
     assert passnet_main([*args, "--reuse-methods", "llr", "--out", str(again)]) == 2
+    assert (
+        passnet_main([*args, "--reuse", str(first / "evaluation.json"), "--out", str(again)]) == 2
+    )
 
 
 def test_missing_bart_and_weights_are_skipped_with_reasons(

@@ -282,6 +282,8 @@ def _load_reused(
 ) -> dict | None:
     """The ``--reuse`` file, checked to describe the same cases; ``None`` without ``--reuse``."""
     if not names:
+        if args.reuse is not None:
+            raise ValueError("--reuse needs --reuse-methods (which methods to take from it)")
         return None
     if args.reuse is None:
         raise ValueError("--reuse-methods needs --reuse FILE")
@@ -380,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
     bart_methods = [n for n in names if n in BART_REGULARISERS and bart.available()]
     tuned: dict = {}
     if stored and all(n in reuse_names for n in bart_methods):
-        tuned = {m: v for m, v in stored["bart_tuning"].items() if m in bart_methods}
+        tuned = {m: v for m, v in stored.get("bart_tuning", {}).items() if m in bart_methods}
     elif bart_methods:
         log.info("tuning %s on %d validation case(s)", ", ".join(bart_methods), args.tune_cases)
         val = validation_data(masks, args.tune_cases, args.noise_level, size, args.coils)
@@ -389,6 +391,9 @@ def run(args: argparse.Namespace) -> int:
     methods = build_methods(names, weights, args.device, lambdas)
     for name, fn in methods.items():
         if isinstance(fn, str):
+            if name in reuse_names:  # its stored scores could not be checked here
+                log.error("--reuse-methods: %s cannot run here (%s)", name, fn)
+                return 2
             print(f"{name}: skipped ({fn})")
     try:
         per_family = {
