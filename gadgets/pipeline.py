@@ -75,12 +75,9 @@ class ReconEngine:
 
             batch_maps = None if coil_maps is None else coil_maps[None]
             batch = kspace[None] if coil_maps is not None else kspace[:1]
-            if self.method == "llr":
-                return llr(batch, mask, batch_maps)[0].numpy().astype(
-                    np.complex64
-                ), "LLR (classical)"
-            images = lplus_s(batch, mask, batch_maps)
-            return images[0].numpy().astype(np.complex64), "L+S (classical)"
+            classical, label = (llr, "LLR") if self.method == "llr" else (lplus_s, "L+S")
+            images = classical(batch, mask, batch_maps)
+            return images[0].numpy().astype(np.complex64), f"{label} (classical)"
         from passnet_core.inference import reconstruct
 
         k = torch.from_numpy(kspace)

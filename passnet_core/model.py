@@ -49,8 +49,10 @@ class PASSNetConfig:
     mu_init
         Initial gradient step size (used through ``relu``). The FFT is orthonormal and the
         coil maps satisfy ``sum_c |S_c|^2 <= 1``, so ``||A^H A|| <= 1`` and 1 is the natural
-        (Landweber) step; steps up to 2 are stable. The old default 0.1 left each stage a
-        tenth of a gradient step (docs/method.md).
+        (Landweber) step; steps up to 2 are stable. From ``A^H d`` the old default 0.1 left
+        each stage a tenth of a gradient step; after a classical warm start, which is already
+        consistent with the data up to its regulariser, a small step (0.1) is right
+        (docs/method.md, "Warm start").
     start
         First estimate ``x0``: ``"adjoint"`` (``A^H d``, the paper), or a classical warm start
         the stages refine, with ``start_iterations`` iterations: ``"lplus_s"`` (L+S) or
