@@ -83,7 +83,7 @@ def build_images(
         meta["ImageComment"] = comment
         meta["ImageProcessingHistory"] = "PASSNET"
         meta["SequenceDescriptionAdditional"] = "PASSNet"
-        # Gadgetron's own DICOM writer reads the GADGETRON_ keys; viewers of ISMRMRD the plain
+        # Gadgetron's own DICOM writer reads the GADGETRON_ keys, ISMRMRD viewers the plain ones
         for key in ("WindowCenter", "GADGETRON_WindowCenter"):
             meta[key] = f"{centre:.4g}"
         for key in ("WindowWidth", "GADGETRON_WindowWidth"):

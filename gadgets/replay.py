@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gadgets.chain_config import METHODS
 from passnet_core.cli import Command
 
 if TYPE_CHECKING:
@@ -47,13 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# --method spelling -> ChainParams.method
-METHOD_OPTIONS = {
-    "passnet": "passnet",
-    "lplus-s": "lplus_s",
-    "llr": "llr",
-    "zero-filled": "zero_filled",
-}
+# --method spelling -> ChainParams.method (the chain's names with dashes)
+METHOD_OPTIONS = {name.replace("_", "-"): name for name in METHODS}
 # Ground truth of simulated files (training.simulate.TRUTH_GROUP: "images", and the true
 # "coil_maps" and "noise_covariance" that put it in the chain's intensity convention).
 TRUTH_GROUP = "passnet_truth"
