@@ -2,7 +2,8 @@
 
 One stage (paper section 3, docs/method.md) on a complex image ``x`` ``(B, T, H, W)``:
 
-1. gradient step ``x~ = x - relu(mu) A^H (A x - d)``;
+1. gradient step ``x~ = x - g(mu) A^H (A x - d)`` with ``g = softplus`` (``relu`` in
+   weights written before format 3, see :attr:`PASSNetConfig.step_param`);
 2. low-rank branch ``L = Phi^H(SVT(Phi(x~))) + x~`` with a per-frame SVD of the ``H x W``
    latent image and learned shrinkage (:class:`PASS`, or :class:`UniformSVT` for the ablation);
 3. sparse branch ``S = Psi^H(AST(Psi(x~))) + x~`` (:class:`AST`, eq. 16);
@@ -28,6 +29,7 @@ from passnet_core.operators import EncodingOp, validate_inputs
 from passnet_core.svd import DEFAULT_EPS_REL, stable_svd
 
 SHRINKAGES = ("pass", "uniform_svt")
+STEP_PARAMS = ("softplus", "relu")
 FUSIONS = ("lsaf", "fixed")
 STARTS = ("adjoint", "lplus_s", "llr")
 
@@ -47,12 +49,17 @@ class PASSNetConfig:
     fusion
         ``"lsaf"`` (learned per-voxel weight) or ``"fixed"`` (constant ``fixed_fusion_weight``).
     mu_init
-        Initial gradient step size (used through ``relu``). The FFT is orthonormal and the
-        coil maps satisfy ``sum_c |S_c|^2 <= 1``, so ``||A^H A|| <= 1`` and 1 is the natural
-        (Landweber) step; steps up to 2 are stable. From ``A^H d`` the old default 0.1 left
-        each stage a tenth of a gradient step; after a classical warm start, which is already
-        consistent with the data up to its regulariser, a small step (0.1) is right
-        (docs/method.md, "Warm start").
+        Initial gradient step size (the step itself, whatever ``step_param``). The FFT is
+        orthonormal and the coil maps satisfy ``sum_c |S_c|^2 <= 1``, so ``||A^H A|| <= 1``
+        and 1 is the natural (Landweber) step; steps up to 2 are stable. From ``A^H d`` the
+        old default 0.1 left each stage a tenth of a gradient step; after a classical warm
+        start, which is already consistent with the data up to its regulariser, a small
+        step (0.1) is right (docs/method.md, "Warm start").
+    step_param
+        How the learned parameter ``mu`` becomes the step: ``"softplus"`` (always positive,
+        never without gradient) or ``"relu"`` (weights before format 3). Through ``relu`` a
+        step the optimiser pushes below zero is switched off for good, with its gradient:
+        every stage of the format-2 LLR-start weights ended that way (docs/training.md).
     start
         First estimate ``x0``: ``"adjoint"`` (``A^H d``, the paper), or a classical warm start
         the stages refine, with ``start_iterations`` iterations: ``"lplus_s"`` (L+S) or
@@ -79,6 +86,7 @@ class PASSNetConfig:
     shrinkage: str = "pass"
     fusion: str = "lsaf"
     mu_init: float = 1.0
+    step_param: str = "softplus"
     svt_r_init: float = -2.0
     fixed_fusion_weight: float = 0.5
     svd_eps_rel: float = DEFAULT_EPS_REL
@@ -99,6 +107,8 @@ class PASSNetConfig:
             raise bad("shrinkage", f"must be one of {SHRINKAGES}")
         if self.fusion not in FUSIONS:
             raise bad("fusion", f"must be one of {FUSIONS}")
+        if self.step_param not in STEP_PARAMS:
+            raise bad("step_param", f"must be one of {STEP_PARAMS}")
         if self.start not in STARTS:
             raise bad("start", f"must be one of {STARTS}")
         if not isinstance(self.zero_init_residual, bool):
@@ -299,7 +309,11 @@ class PASSNetStage(nn.Module):
         super().__init__()
         c = config.channels
         self.eps_rel = config.svd_eps_rel
-        self.mu = nn.Parameter(torch.tensor(float(config.mu_init)))
+        self.step_param = config.step_param
+        mu = float(config.mu_init)
+        if self.step_param == "softplus":  # store softplus^-1(mu_init): the step starts at mu_init
+            mu = mu + math.log(-math.expm1(-mu))
+        self.mu = nn.Parameter(torch.tensor(mu))
         self.phi = _cnn3d([2, c, c, 2])
         self.phi_h = _cnn3d([2, c, c, 2])
         if config.shrinkage == "pass":
@@ -319,6 +333,12 @@ class PASSNetStage(nn.Module):
                 assert isinstance(last, nn.Conv3d)  # _cnn3d ends with a convolution
                 nn.init.zeros_(last.weight)
 
+    def step_size(self) -> torch.Tensor:
+        """The gradient step this stage takes (``softplus(mu)`` or ``relu(mu)``)."""
+        if self.step_param == "softplus":
+            return F.softplus(self.mu)
+        return F.relu(self.mu)
+
     def low_rank(self, x: torch.Tensor) -> torch.Tensor:
         """``Phi^H(SVT(Phi(x))) + x`` with one SVD per frame (``H x W`` matrix)."""
         z = channels_to_complex(self.phi(complex_to_channels(x)))  # (B, T, H, W)
@@ -333,7 +353,7 @@ class PASSNetStage(nn.Module):
         return channels_to_complex(self.psi_h(feats)) + x
 
     def forward(self, x: torch.Tensor, op: EncodingOp, kspace: torch.Tensor) -> torch.Tensor:
-        x = x - F.relu(self.mu) * op.adjoint(op.forward(x) - kspace)
+        x = x - self.step_size() * op.adjoint(op.forward(x) - kspace)
         return self.fusion(self.low_rank(x), self.sparse(x))
 
 

@@ -2,7 +2,7 @@
 
 A weights file is a safetensors file whose metadata key ``"passnet"`` holds a JSON object::
 
-    {"format_version": 2, "config": {...PASSNetConfig...},
+    {"format_version": 3, "config": {...PASSNetConfig...},
      "normalisation": "max_abs_zero_filled", "package_version": "0.1.0", "training": {...}}
 
 Legacy ``.pt`` files are read only through ``torch.load(weights_only=True)`` (which refuses
@@ -23,10 +23,12 @@ from safetensors.torch import save_file
 from passnet_core import __version__
 from passnet_core.model import PASSNet, PASSNetConfig
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Version 1 files predate the ``start`` / ``start_iterations`` / ``zero_init_residual`` config
 # keys; their configs load with the defaults, which reproduce version 1 behaviour exactly.
-READABLE_VERSIONS = (1, 2)
+# Versions 1 and 2 predate ``step_param``: their ``mu`` was always read through ``relu``.
+READABLE_VERSIONS = (1, 2, 3)
+_BEFORE_VERSION_3 = {"step_param": "relu"}
 METADATA_KEY = "passnet"
 NORMALISATION = "max_abs_zero_filled"
 
@@ -137,7 +139,10 @@ def load_weights(path: str | Path, map_location: str | torch.device = "cpu") -> 
     else:
         meta, state = _read_safetensors(path)
     try:
-        config = PASSNetConfig.from_dict(meta["config"])
+        stored = meta["config"]
+        if meta["format_version"] < 3 and isinstance(stored, dict):
+            stored = {**_BEFORE_VERSION_3, **stored}
+        config = PASSNetConfig.from_dict(stored)
     except (KeyError, TypeError, ValueError) as exc:
         raise WeightsError(f"{path}: bad PASSNet configuration: {exc}") from exc
     model = PASSNet(config)

@@ -160,6 +160,27 @@ def test_untrained_network_with_warm_start_is_the_classical_start_plus_gradient_
     torch.testing.assert_close(out, x, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("mu_init", [0.1, 1.0, 1.9])
+def test_softplus_step_starts_at_mu_init_and_keeps_its_gradient_when_pushed_down(mu_init):
+    image, kspace, mask, maps = _problem(1, 4, 16, 16, coils=2)
+    for step_param in ("softplus", "relu"):
+        model = PASSNet(
+            PASSNetConfig(n_stages=1, channels=4, mu_init=mu_init, step_param=step_param)
+        )
+        stage = model.stages[0]
+        assert float(stage.step_size()) == pytest.approx(mu_init, rel=1e-6)
+        with torch.no_grad():  # the optimiser drove the step below zero (as it did under relu)
+            stage.mu.fill_(-0.05 if step_param == "relu" else -12.0)
+        loss = (model(kspace, mask, maps) - image).abs().pow(2).mean()
+        loss.backward()
+        assert stage.mu.grad is not None
+        if step_param == "relu":  # switched off for good: no gradient can bring it back
+            assert float(stage.step_size()) == 0.0 and float(stage.mu.grad) == 0.0
+        else:  # softplus: still a (tiny) positive step, and it still learns
+            assert 0.0 < float(stage.step_size()) < 1e-5
+            assert float(stage.mu.grad) != 0.0
+
+
 def test_uniform_svt_threshold_and_pass_starts_there():
     sigma = torch.tensor([[[4.0, 2.0, 1.0, 0.1]]])
     tau = torch.sigmoid(torch.tensor(-2.0)) * 4.0

@@ -192,3 +192,36 @@ def test_saved_weights_follow_the_umask_not_owner_only(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_files_before_format_3_keep_their_relu_step(tmp_path, version):
+    """A format-1/2 file has no ``step_param``: its ``mu`` was read through relu, and still is."""
+    state = {
+        k: v.clone() for k, v in _model(PASSNetConfig(n_stages=2, channels=4)).state_dict().items()
+    }
+    state["stages.0.mu"] = torch.tensor(-0.01)  # switched off, as in the format-2 LLR weights
+    state["stages.1.mu"] = torch.tensor(0.7)
+    config = PASSNetConfig(n_stages=2, channels=4).to_dict()
+    del config["step_param"]
+    if version == 1:
+        for key in ("start", "start_iterations", "zero_init_residual"):
+            del config[key]
+    path = _write(
+        tmp_path / "old.safetensors", state, _meta(format_version=version) | {"config": config}
+    )
+    loaded = load_weights(path)
+    assert loaded.config.step_param == "relu"
+    steps = [float(stage.step_size()) for stage in loaded.stages]
+    assert steps == pytest.approx([0.0, 0.7])
+    # the same tensors in a format-3 file without the key mean the new default (softplus)
+    new = _write(tmp_path / "new.safetensors", state, _meta() | {"config": config})
+    assert load_weights(new).config.step_param == "softplus"
+    assert float(load_weights(new).stages[0].step_size()) > 0
+
+
+def test_shipped_weights_load_with_the_step_they_were_trained_with():
+    meta = read_metadata(default_weights_path())
+    loaded = load_weights(default_weights_path())
+    expected = meta["config"].get("step_param", "relu" if meta["format_version"] < 3 else None)
+    assert loaded.config.step_param == expected
