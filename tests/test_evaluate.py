@@ -142,3 +142,27 @@ def test_bart_lambda_is_tuned_per_mask_on_validation_cases(tmp_path: Path) -> No
 def test_bad_arguments_are_refused(tmp_path: Path, bad: list[str]) -> None:
     assert passnet_main(["evaluate", "--out", str(tmp_path / "x"), *bad]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_validation_curves_are_drawn_from_runs_and_redrawn_from_their_sidecar(
+    tmp_path: Path,
+) -> None:
+    from training.figures import main as figures_main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    history = [
+        {"epoch": e, "val_psnr": 30.0 + e, "zf_psnr": 18.0, "train_loss": 0.1} for e in range(3)
+    ]
+    (run / "history.json").write_text(json.dumps(history))
+    (tmp_path / "other.json").write_text(json.dumps(history[:2]))
+    out = tmp_path / "figs" / "curves.png"
+    assert figures_main([str(out), f"default={run}", f"ablation={tmp_path / 'other.json'}"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar == {"default": history, "ablation": history[:2]}
+    again = tmp_path / "again.png"
+    assert figures_main([str(again), str(out.with_suffix(".json"))]) == 0
+    assert json.loads(again.with_suffix(".json").read_text()) == sidecar
+    with pytest.raises(SystemExit, match="LABEL=PATH"):
+        figures_main([str(again), str(run / "history.json")])

@@ -142,3 +142,49 @@ def validation_curves(histories: Mapping[str, list[dict]], path: str | Path) -> 
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _read_histories(specs: list[str]) -> dict[str, list[dict]]:
+    """``LABEL=PATH`` (a run folder or its ``history.json``) or a JSON of ``{label: history}``."""
+    import json
+
+    histories: dict[str, list[dict]] = {}
+    for spec in specs:
+        label, sep, where = spec.partition("=")
+        path = Path(where if sep else spec)
+        if path.is_dir():
+            path = path / "history.json"
+        data = json.loads(path.read_text())
+        if sep:
+            histories[label] = data
+        elif isinstance(data, dict):
+            histories.update(data)
+        else:
+            raise SystemExit(f"{spec}: give LABEL=PATH for a single run's history")
+    return histories
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.figures OUT.png RUN [RUN ...]``: validation curves of training runs.
+
+    Each ``RUN`` is ``LABEL=PATH`` (a ``passnet train`` run folder or its ``history.json``) or
+    a JSON file of ``{label: history}`` such as the one this writes beside ``OUT.png``
+    (``OUT.json``), so a figure can be redrawn after the run folders are gone.
+    """
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m training.figures", description=main.__doc__)
+    parser.add_argument("out", type=Path, help="output PNG")
+    parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR_OR_HISTORY_JSON, or a JSON")
+    args = parser.parse_args(argv)
+    histories = _read_histories(args.runs)
+    png = validation_curves(histories, args.out)
+    sidecar = args.out.with_suffix(".json")
+    sidecar.write_text(json.dumps(histories, indent=1) + "\n")
+    print(f"wrote {png} and {sidecar}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
