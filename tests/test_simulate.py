@@ -267,3 +267,34 @@ def test_cli_reports_bad_values_without_a_traceback(tmp_path, caplog):
     args = parser.parse_args(["--out", str(tmp_path / "x.h5"), "--accel", "0.5"])
     assert simulate.run(args) == 2
     assert "accel" in caplog.text and not (tmp_path / "x.h5").exists()
+
+
+def test_ellipse_phantom_file_is_the_independent_family_acquired_the_same_way(tmp_path):
+    """--phantom ellipses: held-out anatomy and coils, same acquisition, data match the truth."""
+    from training.heldout_phantom import heldout_cine
+
+    path = tmp_path / "ellipses.h5"
+    summary = simulate_cine(
+        path, seed=4, mask="equispaced", accel=1, noise_level=0.01, phantom="ellipses", **SMALL
+    )
+    assert summary["phantom"] == "ellipses"
+    _, records, truth, attrs = _read(path)
+    assert attrs["phantom"] == "ellipses"
+    kspace, lines = _assemble(records, 4, 6, 40, 96)
+    assert lines.all()
+    coil_images = ifft2c(torch.from_numpy(kspace))[..., 24:72]
+    maps = torch.from_numpy(truth["coil_maps"])
+    combined = (maps.conj()[:, :, None] * coil_images).sum(1).numpy()
+    ref = truth["images"]
+    assert np.linalg.norm(combined - ref) / np.linalg.norm(ref) < 0.05  # only noise left
+    # birdcage maps cover the whole field of view (sum |S|^2 = 1 everywhere)
+    np.testing.assert_allclose(np.sum(np.abs(truth["coil_maps"]) ** 2, axis=1), 1.0, atol=1e-4)
+    # the anatomy is the held-out generator's (slice 0 of seed 4 is its case 4000)
+    target, _ = heldout_cine(4 * 1000, frames=6, matrix=(40, 48), n_coils=4)
+    assert np.corrcoef(np.abs(ref[0]).ravel(), np.abs(target).ravel())[0, 1] > 0.95
+    cardiac = tmp_path / "cardiac.h5"
+    simulate_cine(cardiac, seed=4, mask="equispaced", accel=1, noise_level=0.01, **SMALL)
+    other = _read(cardiac)[2]["images"]
+    assert np.corrcoef(np.abs(ref).ravel(), np.abs(other).ravel())[0, 1] < 0.9
+    with pytest.raises(ValueError, match="phantom"):
+        simulate_cine(tmp_path / "x.h5", phantom="brain", **SMALL)

@@ -23,6 +23,7 @@ DEFAULT_COILS = 8
 DEFAULT_ACCEL = 8.0
 # What the file holds, named as passnet_core.masks and the evaluation name them.
 LINE_MASK_KINDS = ("vds_lines", "equispaced")
+PHANTOMS = ("cardiac", "ellipses")  # training.simulate: the training generator, the independent one
 # Old spelling of vds_lines, still accepted so that existing scripts keep working.
 MASK_ALIASES = {"vds": "vds_lines"}
 
@@ -132,6 +133,14 @@ def simulate_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="short-axis slices, >= 1, each with its own anatomy (default 1)",
+    )
+    parser.add_argument(
+        "--phantom",
+        choices=PHANTOMS,
+        default=PHANTOMS[0],
+        help="cardiac: the torso-and-heart generator training draws from; ellipses: the "
+        "independent family of passnet evaluate (analytic ellipses, dilating and travelling "
+        f"parts, birdcage coils), which training never sees (default {PHANTOMS[0]})",
     )
 
 

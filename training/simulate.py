@@ -53,8 +53,10 @@ from training.cli_args import (  # the defaults passnet simulate --help document
     DEFAULT_NOISE,
     LINE_MASK_KINDS,
     MASK_ALIASES,
+    PHANTOMS,
     simulate_arguments,
 )
+from training.heldout_phantom import heldout_cine
 from training.phantom import (
     PhantomParams,
     body_support,
@@ -150,23 +152,73 @@ def synthesize_slice(
     noise_chol: np.ndarray,
     rng: np.random.Generator,
 ) -> SimulatedSlice:
-    """Simulate one slice.
+    """Simulate one slice of the cardiac phantom.
 
-    Render the phantom and coil maps at ``(2H, 2W)``, keep the central ``(H, W)`` of k-space
-    (``(H, 2W)`` with oversampling), add noise ``noise_chol @ white`` on the acquired
-    ``lines`` only, and compute the ground truth (module docstring).
+    Render the phantom and coil maps at ``(2H, 2W)`` and acquire them with :func:`acquire`.
     """
     t, h, w = params.frames, params.height, params.width
-    hi = torch.from_numpy(cine_phantom(t, 2 * h, 2 * w, params=params))
+    hi = cine_phantom(t, 2 * h, 2 * w, params=params)
     maps_hi = coil_sensitivities(n_coils, 2 * h, 2 * w, coil_seed, coil_params)
+    return acquire(hi, maps_hi, body_support(params, h, w), lines, oversampling, noise_chol, rng)
+
+
+def synthesize_ellipse_slice(
+    seed: int,
+    frames: int,
+    h: int,
+    w: int,
+    n_coils: int,
+    lines: np.ndarray,
+    oversampling: bool,
+    noise_chol: np.ndarray,
+    rng: np.random.Generator,
+) -> SimulatedSlice:
+    """Simulate one slice of the independent ellipse phantom (training.heldout_phantom).
+
+    Its analytic k-space is sampled at ``(2H, 2W)`` and its birdcage maps cover the whole
+    field of view; then the same acquisition as the cardiac phantom (:func:`acquire`).
+    """
+    hi, maps_hi = heldout_cine(seed, frames=frames, matrix=(2 * h, 2 * w), n_coils=n_coils)
+    return acquire(hi, maps_hi, np.ones((h, w), np.float32), lines, oversampling, noise_chol, rng)
+
+
+def acquire(
+    hi: np.ndarray,
+    maps_hi: np.ndarray,
+    support: np.ndarray,
+    lines: np.ndarray,
+    oversampling: bool,
+    noise_chol: np.ndarray,
+    rng: np.random.Generator,
+) -> SimulatedSlice:
+    """Acquire a cine rendered at twice the target resolution.
+
+    Keep the central ``(H, W)`` of each coil's k-space (``(H, 2W)`` with readout
+    oversampling), add noise ``noise_chol @ white`` on the acquired ``lines`` only, and
+    compute the ground truth (module docstring) with the maps decimated to ``(H, W)`` and
+    multiplied by ``support``.
+
+    Parameters
+    ----------
+    hi, maps_hi
+        Complex cine ``(T, 2H, 2W)`` and coil maps ``(C, 2H, 2W)``.
+    support
+        ``(H, W)`` object support the stored maps are cut to.
+    lines, oversampling, noise_chol, rng
+        Acquired lines ``(T, H)``, 2x readout oversampling, the noise's Cholesky factor and
+        the generator that draws it.
+    """
+    n_coils = maps_hi.shape[0]
+    t, h, w = hi.shape[0], hi.shape[1] // 2, hi.shape[2] // 2
+    image = torch.from_numpy(np.ascontiguousarray(hi, dtype=np.complex64))
     ro = 2 * w if oversampling else w
     kspace = torch.empty((n_coils, t, h, ro), dtype=torch.complex64)
     for c in range(n_coils):  # one coil at a time keeps memory at O(T H W)
-        k = _fft_crop(torch.from_numpy(maps_hi[c]) * hi, -2, h)
+        k = _fft_crop(torch.from_numpy(maps_hi[c]) * image, -2, h)
         kspace[c] = _fft_crop(k, -1, ro, pad_to=2 * ro)
 
     # pixel i of the target grid is pixel 2i of the 2x grid: decimate the continuous maps
-    maps = maps_hi[:, ::2, ::2] * body_support(params, h, w)
+    maps = maps_hi[:, ::2, ::2] * support
     coil_images = ifft2c(kspace)[..., (ro - w) // 2 : (ro - w) // 2 + w]
     truth = (torch.from_numpy(maps).conj()[:, None] * coil_images).sum(0)
 
@@ -387,6 +439,7 @@ def simulate_cine(
     partial_fourier: float = 1.0,
     noise_level: float = DEFAULT_NOISE,
     n_slices: int = 1,
+    phantom: str = "cardiac",
 ) -> dict:
     """Simulate a multi-coil cine acquisition and write it as an ISMRMRD raw file.
 
@@ -417,6 +470,10 @@ def simulate_cine(
         magnitude (about 1, blood), before coil correlation.
     n_slices
         Short-axis slices, each with its own anatomy (base to apex taper).
+    phantom
+        ``"cardiac"`` (training.phantom, the generator training draws from) or ``"ellipses"``
+        (training.heldout_phantom, the independent family training never sees: analytic
+        ellipses with dilating and travelling parts, birdcage coils), each slice its own case.
 
     Returns
     -------
@@ -430,6 +487,8 @@ def simulate_cine(
     matrix = DEFAULT_MATRIX if matrix is None else matrix
     h, w = (matrix, matrix) if isinstance(matrix, (int, np.integer)) else tuple(matrix)
     _check_args(n_coils, frames, h, w, mask, accel, partial_fourier, noise_level, n_slices)
+    if phantom not in PHANTOMS:
+        raise ValueError(f"phantom must be one of {PHANTOMS}, got {phantom!r}")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -451,6 +510,14 @@ def simulate_cine(
         )
         lines = line_mask(mask, accel, frames, h, seed + 1000 * s)
         lines[:, :first_line] = False
+        if phantom == "ellipses":
+            case_seed = seed * 1000 + s
+            slices.append(
+                synthesize_ellipse_slice(
+                    case_seed, frames, h, w, n_coils, lines, oversampling, noise_chol, rng
+                )
+            )
+            continue
         slices.append(
             synthesize_slice(params, base, n_coils, coil_seed, lines, oversampling, noise_chol, rng)
         )
@@ -488,6 +555,7 @@ def simulate_cine(
             "partial_fourier": float(partial_fourier),
             "first_line": first_line,
             "rr_interval_ms": rr_ms,
+            "phantom": phantom,
             "definition": TRUTH_DEFINITION,
         }
         truth.attrs.update(attrs)
@@ -501,6 +569,7 @@ def simulate_cine(
         "matrix": (h, w),
         "readout_samples": ro,
         "slices": n_slices,
+        "phantom": phantom,
         "mask": f"{mask}-{accel:g}",
         "acquisitions": n_lines + 1,
         "effective_accel": n_slices * frames * h / n_lines,
@@ -535,6 +604,7 @@ def run(args: argparse.Namespace) -> int:
             partial_fourier=args.partial_fourier,
             noise_level=args.noise_level,
             n_slices=args.slices,
+            phantom=args.phantom,
         )
     except ValueError as err:
         log.error("%s", err)
