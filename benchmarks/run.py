@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the work modules import torch: only after the command line 
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("latency", "gpu", "streaming", "quality")
+SECTIONS = ("latency", "gpu", "streaming", "quality", "chain")
 QUALITY_METHODS = ("zero-filled", "lplus-s", "bart-llr", "passnet-uniform", "passnet")
 
 
@@ -83,7 +83,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="quality section: quote this evaluation.md of `passnet evaluate` (with its own "
         "command and machine) instead of computing a smaller table",
     )
-    parser.add_argument("--weights", type=Path, help="PASSNet weights for the quality section")
+    parser.add_argument(
+        "--chain-files",
+        type=int,
+        default=4,
+        help="chain section: simulated files per phantom (cardiac, ellipses), >= 1 (default 4)",
+    )
+    parser.add_argument(
+        "--chain-accel",
+        type=float,
+        default=6.0,
+        help="chain section: acceleration of the files' per-frame lines, >= 1 (default 6)",
+    )
+    parser.add_argument(
+        "--weights", type=Path, help="PASSNet weights for the quality and chain sections"
+    )
     parser.add_argument("--weights-uniform", type=Path, help="uniform-SVT weights (quality)")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="Markdown file")
     parser.add_argument(
@@ -100,7 +114,11 @@ def _check(args: argparse.Namespace) -> tuple[list[Size], list[str]]:
         sizes = parse_sizes(args.sizes)
     else:
         sizes = list(latency.QUICK_SIZES if args.quick else latency.DEFAULT_SIZES)
-    for name in ("repeats", "stages", "streaming_stages", "quality_cases", "quality_coils"):
+    names = ["repeats", "stages", "streaming_stages", "quality_cases", "quality_coils"]
+    names.append("chain_files")
+    if args.chain_accel < 1:
+        raise ValueError("--chain-accel must be at least 1")
+    for name in names:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if args.threads is not None and args.threads < 1:
@@ -196,6 +214,17 @@ def _quality(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str
     return title, _demote(text), "cpu"
 
 
+def _chain(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str]:
+    from benchmarks import chain_quality
+
+    shape = chain_quality.QUICK_SHAPE if args.quick else chain_quality.SHAPE
+    n_files = 1 if args.quick else args.chain_files
+    weights = None if args.weights is None else str(args.weights)
+    scores = chain_quality.measure_chain_quality(n_files, args.chain_accel, shape, weights=weights)
+    title = "Whole-chain quality on simulated files (passnet recon, estimated coil maps)"
+    return title, chain_quality.chain_markdown(scores), "cpu"
+
+
 def _demote(table: str) -> str:
     """evaluate's table starts with its own '# ' title: put it under this section."""
     return table.replace("# ", "### ", 1)
@@ -206,6 +235,7 @@ _SECTION_RUNNERS = {
     "gpu": _gpu,
     "streaming": _streaming,
     "quality": _quality,
+    "chain": _chain,
 }
 
 

@@ -24,6 +24,12 @@ def test_quick_bench_writes_every_section(tmp_path, monkeypatch):
     text = out.read_text()
     for title in ("Inference latency", "GPU inference", "Streaming throughput", "Quality"):
         assert f"## {title}" in text
+    # whole chain: a row per phantom with a score for every method, and PASSNet's differences
+    assert "## Whole-chain quality" in text
+    for phantom in ("cardiac", "ellipses"):
+        row = re.search(rf"\| {phantom} \|((?: \d+\.\d+ dB / \d\.\d+ \|){{4}})", text)
+        assert row, phantom
+        assert re.search(rf"\| {phantom} \|(?: [+-]\d+\.\d+ \|){{3}}", text)
     assert "- command: `" in text and "- machine: CPU" in text
     # a latency row per quick size with a positive PASSNet time
     for t, h, w, c in latency.QUICK_SIZES:
