@@ -37,6 +37,7 @@ from passnet_core.weights import (
     default_weights_path,
     load_weights,
     paper_start_weights_path,
+    read_metadata,
 )
 from training.cli_args import evaluate_arguments
 from training.eval_cases import (
@@ -105,11 +106,7 @@ def build_methods(
     ``weights`` maps PASSNet method names to a weights file (``None``: the shipped one);
     ``bart_lambdas`` maps BART methods to their tuned weight per mask.
     """
-    shipped = {
-        "passnet": default_weights_path(),
-        "passnet-uniform": ablation_weights_path(),
-        "passnet-adjoint": paper_start_weights_path(),
-    }
+    shipped = _shipped_weights()
     out: dict[str, Recon | str] = {}
     for name in names:
         if name == "zero-filled":
@@ -127,6 +124,36 @@ def build_methods(
             path = weights.get(name) or shipped[name]
             out[name] = _passnet(path, device) if path.is_file() else f"no weights at {path}"
     return out
+
+
+def _shipped_weights() -> dict[str, Path]:
+    return {
+        "passnet": default_weights_path(),
+        "passnet-uniform": ablation_weights_path(),
+        "passnet-adjoint": paper_start_weights_path(),
+    }
+
+
+def describe_recipe(path: Path) -> str:
+    """One line on how a weights file was trained, from its own metadata.
+
+    e.g. ``"5 stages from llr, step softplus, 1500 steps (15 x 100), weights format 3"``.
+    """
+    meta = read_metadata(path)
+    config = meta.get("config", {})
+    training = meta.get("training", {}).get("training_config", {})
+    epochs = training.get("optim", {}).get("epochs")
+    per_epoch = training.get("run", {}).get("max_steps_per_epoch")
+    steps = f"{epochs * per_epoch} steps ({epochs} x {per_epoch})" if epochs and per_epoch else ""
+    step = config.get("step_param", "relu" if meta.get("format_version", 0) < 3 else "?")
+    parts = [
+        f"{config.get('n_stages', '?')} stages from {config.get('start', 'adjoint')}",
+        f"{config.get('shrinkage', 'pass')}",
+        f"step {step}",
+        steps,
+        f"weights format {meta.get('format_version')}",
+    ]
+    return ", ".join(p for p in parts if p)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -226,7 +253,13 @@ def markdown(
     return "\n".join(lines)
 
 
-def _notes(args: argparse.Namespace, tuned: dict, families: Sequence[str]) -> list[str]:
+def _notes(
+    args: argparse.Namespace,
+    tuned: dict,
+    families: Sequence[str],
+    weights: dict[str, Path | None],
+    names: Sequence[str],
+) -> list[str]:
     notes = [
         "Data: `synthetic` = cardiac cines of the training generator from a held-out seed "
         f"stream (seed {TEST_SEEDS['synthetic']}, {args.size or '16,128,128'} T,H,W, "
@@ -260,10 +293,18 @@ def _notes(args: argparse.Namespace, tuned: dict, families: Sequence[str]) -> li
         "shifts (passnet_core.baselines.llr): the shipped PASSNet's warm start, so `passnet − "
         "llr` is what the learned stages add."
     )
+    shipped = _shipped_weights()
+    recipes = []
+    for name in ("passnet", "passnet-adjoint", "passnet-uniform"):
+        path = weights.get(name) or shipped[name]
+        if name in names and path.is_file():
+            recipes.append(f"`{name}` ({path.name}: {describe_recipe(path)})")
     notes.append(
         "PASSNet variants: `passnet` = shipped default (LLR warm start), `passnet-adjoint` = "
-        "the paper's A^H d start, `passnet-uniform` = uniform-SVT ablation; all trained by "
-        "training/configs/cpu_default.yaml (docs/training.md). Times: CPU, this machine."
+        "the paper's A^H d start, `passnet-uniform` = uniform-SVT ablation, trained by "
+        "training/configs/cpu_default.yaml (docs/training.md); as each file records it: "
+        + "; ".join(recipes)
+        + ". Times: CPU, this machine."
     )
     if args.reuse_methods:
         notes.append(
@@ -413,7 +454,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         log.error("%s", err)
         return 2
-    text = markdown(per_family, masks, _notes(args, tuned, families))
+    text = markdown(per_family, masks, _notes(args, tuned, families, weights, names))
     print(text)
     (out_dir / "evaluation.md").write_text(f"{text}\n{provenance()}")
     raw = {

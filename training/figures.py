@@ -130,8 +130,11 @@ def validation_curves(histories: Mapping[str, list[dict]], path: str | Path) -> 
         epochs = [h["epoch"] + 1 for h in history]
         ax.plot(epochs, [h["val_psnr"] for h in history], "o-", label=name)
     first = next(iter(histories.values()))
-    if first:
+    lowest = min((h["val_psnr"] for run in histories.values() for h in run), default=0.0)
+    if first and first[0]["zf_psnr"] > lowest - 3:
         ax.axhline(first[0]["zf_psnr"], color="grey", ls=":", label="zero-filled")
+    elif first:  # far below the curves: a line there would flatten them
+        ax.set_title(f"zero-filled on the same crops: {first[0]['zf_psnr']:.2f} dB", fontsize=9)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation PSNR (dB, magnitude)")
     ax.grid(alpha=0.3)
