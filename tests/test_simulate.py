@@ -298,3 +298,24 @@ def test_ellipse_phantom_file_is_the_independent_family_acquired_the_same_way(tm
     assert np.corrcoef(np.abs(ref).ravel(), np.abs(other).ravel())[0, 1] < 0.9
     with pytest.raises(ValueError, match="phantom"):
         simulate_cine(tmp_path / "x.h5", phantom="brain", **SMALL)
+
+
+def test_cardiac_files_need_no_scipy_and_ellipses_say_what_they_need(tmp_path):
+    """The README's first command installs [io] only (no scipy): simulate must still work."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+sys.modules["scipy"] = None  # as if scipy were not installed
+from training.simulate import simulate_cine
+simulate_cine({str(tmp_path / "c.h5")!r}, n_coils=2, frames=3, matrix=16, accel=2)
+try:
+    simulate_cine({str(tmp_path / "e.h5")!r}, n_coils=2, frames=3, matrix=16, phantom="ellipses")
+except ValueError as exc:
+    print("refused:", exc)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "c.h5").is_file()
+    assert "refused: --phantom ellipses needs scipy" in out.stdout

@@ -56,7 +56,6 @@ from training.cli_args import (  # the defaults passnet simulate --help document
     PHANTOMS,
     simulate_arguments,
 )
-from training.heldout_phantom import heldout_cine
 from training.phantom import (
     PhantomParams,
     body_support,
@@ -178,6 +177,12 @@ def synthesize_ellipse_slice(
     Its analytic k-space is sampled at ``(2H, 2W)`` and its birdcage maps cover the whole
     field of view; then the same acquisition as the cardiac phantom (:func:`acquire`).
     """
+    try:  # needs scipy (the [train] extra); the cardiac phantom does not
+        from training.heldout_phantom import heldout_cine
+    except ImportError as exc:
+        raise ValueError(
+            f"--phantom ellipses needs scipy ({exc}); install it with pip install -e '.[train]'"
+        ) from exc
     hi, maps_hi = heldout_cine(seed, frames=frames, matrix=(2 * h, 2 * w), n_coils=n_coils)
     return acquire(hi, maps_hi, np.ones((h, w), np.float32), lines, oversampling, noise_chol, rng)
 
