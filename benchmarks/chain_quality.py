@@ -85,7 +85,10 @@ def measure_chain_quality(
                 raw, truth = read_raw(path), read_truth(path)
                 assert truth is not None  # simulate_cine always stores it
                 for method in methods:
-                    params = ChainParams(method=METHOD_OPTIONS[method], weights=weights)
+                    # no zero-filled stand-in: a network that cannot run must fail the bench
+                    params = ChainParams(
+                        method=METHOD_OPTIONS[method], weights=weights, fallback="none"
+                    )
                     images: list = []
                     start = time.perf_counter()
                     run_chain(raw.header, raw.acquisitions(), images.append, params)
