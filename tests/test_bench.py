@@ -88,3 +88,25 @@ def test_bart_llr_uses_the_right_axes(coils):
     recon = latency.bart_llr(case)
     assert recon.shape == reference.shape
     assert _correlation(recon, reference) > 0.99 > _correlation(zero_filled, reference)
+
+
+def test_lplus_s_tuning_picks_per_mask_settings_and_scores_passnet_against_them(tmp_path, capsys):
+    import json
+
+    from benchmarks import lplus_s_tuning
+
+    evaluation = tmp_path / "evaluation.json"
+    masks = {m: [30.0] for m in lplus_s_tuning.MASKS}
+    evaluation.write_text(
+        json.dumps(
+            {"families": {"synthetic": {"passnet": {"psnr": masks}, "lplus-s": {"psnr": masks}}}}
+        )
+    )
+    args = ["--families", "synthetic", "--evaluation", str(evaluation), "--tune-cases", "1"]
+    assert lplus_s_tuning.main([*args, "--n-cases", "1", "--max-iterations", "2"]) == 0
+    out = capsys.readouterr().out
+    for mask in lplus_s_tuning.MASKS:
+        chosen = re.search(rf"chosen {mask}: lambda_L ([\d.]+), lambda_S ([\d.]+), (\d) iter", out)
+        assert chosen and float(chosen.group(1)) in lplus_s_tuning.GRID
+        assert int(chosen.group(3)) in (1, 2)
+        assert re.search(rf"synthetic {mask}: tuned L\+S \d+\.\d+ dB .* [+-]\d+\.\d+ \[", out)
