@@ -18,29 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from passnet_core import baselines, metrics
+from passnet_core import baselines
 from training.eval_cases import TEST_SEEDS, case_data, make_cases
 from training.eval_report import paired_ci
-from training.tuning import validation_data
+from training.tuning import case_psnr, lplus_s_curve, validation_data
 
 GRID = (0.005, 0.01, 0.02, 0.04)
 MASKS = ("vds_lines-8", "radial-8", "vds-8")
 NOISE = 0.02
-
-
-def _curve(data, lambda_l: float, lambda_s: float, n_iter: int) -> list[float]:
-    """PSNR after every iteration of L+S on one case."""
-    curve: list[float] = []
-
-    def monitor(_: int, x: torch.Tensor) -> None:
-        recon = x[0].to(torch.complex64)
-        curve.append(float(metrics.psnr(recon, data.target, magnitude=True)))
-
-    baselines.lplus_s(
-        data.kspace, data.mask, data.maps, lambda_l=lambda_l, lambda_s=lambda_s,
-        n_iter=n_iter, tol=0.0, monitor=monitor,
-    )  # fmt: skip
-    return curve
 
 
 def tune(n_cases: int, n_iter: int) -> dict[str, tuple[float, float, int, float]]:
@@ -49,7 +34,7 @@ def tune(n_cases: int, n_iter: int) -> dict[str, tuple[float, float, int, float]
     best: dict[str, tuple[float, float, int, float]] = {}
     for mask in MASKS:
         for lam_l, lam_s in itertools.product(GRID, GRID):
-            mean = np.mean([_curve(d, lam_l, lam_s, n_iter) for d in data[mask]], axis=0)
+            mean = np.mean([lplus_s_curve(d, n_iter, lam_l, lam_s) for d in data[mask]], axis=0)
             it = int(mean.argmax())
             print(f"{mask} lambda_L {lam_l} lambda_S {lam_s}: best {mean[it]:.2f} dB at {it + 1}")
             if mask not in best or mean[it] > best[mask][3]:
@@ -81,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 x = baselines.lplus_s(
                     d.kspace, d.mask, d.maps, lambda_l=lam_l, lambda_s=lam_s, n_iter=it, tol=0.0
                 )
-                scores.append(float(metrics.psnr(x[0].to(torch.complex64), d.target, True)))
+                scores.append(case_psnr(x, d))
             lead, low, high = paired_ci(results["passnet"]["psnr"][mask], scores)
             shipped = np.mean(results["lplus-s"]["psnr"][mask])
             print(

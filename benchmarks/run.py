@@ -114,11 +114,10 @@ def _check(args: argparse.Namespace) -> tuple[list[Size], list[str]]:
         sizes = parse_sizes(args.sizes)
     else:
         sizes = list(latency.QUICK_SIZES if args.quick else latency.DEFAULT_SIZES)
-    names = ["repeats", "stages", "streaming_stages", "quality_cases", "quality_coils"]
-    names.append("chain_files")
     if args.chain_accel < 1:
         raise ValueError("--chain-accel must be at least 1")
-    for name in names:
+    counts = ("repeats", "stages", "streaming_stages", "quality_cases", "quality_coils")
+    for name in (*counts, "chain_files"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if args.threads is not None and args.threads < 1:

@@ -138,17 +138,27 @@ def load_weights(path: str | Path, map_location: str | torch.device = "cpu") -> 
         meta, state = _read_torch_file(path)
     else:
         meta, state = _read_safetensors(path)
+    model = PASSNet(stored_config(meta, path))
+    _check_state(model, state, path)
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location).eval()
+
+
+def stored_config(meta: dict[str, Any], path: str | Path) -> PASSNetConfig:
+    """The :class:`PASSNetConfig` a file's metadata describes, read as its format version says.
+
+    Raises
+    ------
+    WeightsError
+        The configuration is missing or invalid.
+    """
     try:
         stored = meta["config"]
         if meta["format_version"] < 3 and isinstance(stored, dict):
             stored = {**_BEFORE_VERSION_3, **stored}
-        config = PASSNetConfig.from_dict(stored)
+        return PASSNetConfig.from_dict(stored)
     except (KeyError, TypeError, ValueError) as exc:
         raise WeightsError(f"{path}: bad PASSNet configuration: {exc}") from exc
-    model = PASSNet(config)
-    _check_state(model, state, path)
-    model.load_state_dict(state, strict=True)
-    return model.to(map_location).eval()
 
 
 # --------------------------------------------------------------------------- internals

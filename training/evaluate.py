@@ -38,6 +38,7 @@ from passnet_core.weights import (
     load_weights,
     paper_start_weights_path,
     read_metadata,
+    stored_config,
 )
 from training.cli_args import evaluate_arguments
 from training.eval_cases import (
@@ -137,21 +138,20 @@ def _shipped_weights() -> dict[str, Path]:
 def describe_recipe(path: Path) -> str:
     """One line on how a weights file was trained, from its own metadata.
 
-    e.g. ``"5 stages from llr, step softplus, 1500 steps (15 x 100), weights format 3"``.
+    e.g. ``"5 stages from llr, pass, step softplus, 1500 steps (15 x 100), weights format 3"``.
     """
     meta = read_metadata(path)
-    config = meta.get("config", {})
+    config = stored_config(meta, path)
     training = meta.get("training", {}).get("training_config", {})
     epochs = training.get("optim", {}).get("epochs")
     per_epoch = training.get("run", {}).get("max_steps_per_epoch")
     steps = f"{epochs * per_epoch} steps ({epochs} x {per_epoch})" if epochs and per_epoch else ""
-    step = config.get("step_param", "relu" if meta.get("format_version", 0) < 3 else "?")
     parts = [
-        f"{config.get('n_stages', '?')} stages from {config.get('start', 'adjoint')}",
-        f"{config.get('shrinkage', 'pass')}",
-        f"step {step}",
+        f"{config.n_stages} stages from {config.start}",
+        config.shrinkage,
+        f"step {config.step_param}",
         steps,
-        f"weights format {meta.get('format_version')}",
+        f"weights format {meta['format_version']}",
     ]
     return ", ".join(p for p in parts if p)
 

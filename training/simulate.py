@@ -515,17 +515,15 @@ def simulate_cine(
         )
         lines = line_mask(mask, accel, frames, h, seed + 1000 * s)
         lines[:, :first_line] = False
-        if phantom == "ellipses":
-            case_seed = seed * 1000 + s
-            slices.append(
-                synthesize_ellipse_slice(
-                    case_seed, frames, h, w, n_coils, lines, oversampling, noise_chol, rng
-                )
+        if phantom == "ellipses":  # each slice is its own case of the ellipse generator
+            one = synthesize_ellipse_slice(
+                seed * 1000 + s, frames, h, w, n_coils, lines, oversampling, noise_chol, rng
             )
-            continue
-        slices.append(
-            synthesize_slice(params, base, n_coils, coil_seed, lines, oversampling, noise_chol, rng)
-        )
+        else:
+            one = synthesize_slice(
+                params, base, n_coils, coil_seed, lines, oversampling, noise_chol, rng
+            )
+        slices.append(one)
     ro = 2 * w if oversampling else w
     noise_scan = noise_chol @ (
         (rng.standard_normal((n_coils, ro)) + 1j * rng.standard_normal((n_coils, ro))) / np.sqrt(2)

@@ -56,7 +56,8 @@ def bart_pics(data: CaseData, regulariser: str, iterations: int = BART_ITERS) ->
     return torch.from_numpy(np.ascontiguousarray(image))[None]
 
 
-def _psnr(recon: torch.Tensor, data: CaseData) -> float:
+def case_psnr(recon: torch.Tensor, data: CaseData) -> float:
+    """PSNR (magnitudes, peak of the truth) of a ``(1, T, H, W)`` reconstruction of a case."""
     return float(metrics.psnr(recon[0].to(torch.complex64), data.target, magnitude=True))
 
 
@@ -86,7 +87,7 @@ def tune_bart(
             grid = {}
             for lam in BART_GRIDS[method]:
                 reg = BART_REGULARISERS[method].format(lam)
-                grid[lam] = float(np.mean([_psnr(bart_pics(d, reg), d) for d in cases[mask]]))
+                grid[lam] = float(np.mean([case_psnr(bart_pics(d, reg), d) for d in cases[mask]]))
                 log.info("tuning %s %s lambda %g: %.2f dB", method, mask, lam, grid[lam])
             out[method][mask] = {"best": max(grid, key=grid.__getitem__), "grid": grid}
     return out
@@ -108,6 +109,21 @@ def validation_data(
     return {m: [case_data(c, m, noise_level) for c in cases] for m in masks}
 
 
+def lplus_s_curve(
+    data: CaseData,
+    n_iter: int,
+    lambda_l: float = baselines.LPLUSS_LAMBDA_L,
+    lambda_s: float = baselines.LPLUSS_LAMBDA_S,
+) -> list[float]:
+    """PSNR of L+S on one case after every one of ``n_iter`` iterations (no early stop)."""
+    curve: list[float] = []
+    baselines.lplus_s(
+        data.kspace, data.mask, data.maps, lambda_l=lambda_l, lambda_s=lambda_s, n_iter=n_iter,
+        tol=0.0, monitor=lambda _, x: curve.append(case_psnr(x, data)),
+    )  # fmt: skip
+    return curve
+
+
 def convergence_study(
     masks: Sequence[str], n: int, noise_level: float, lplus_s_iters: int, bart_iters: Sequence[int]
 ) -> dict:
@@ -116,24 +132,14 @@ def convergence_study(
     tuned = tune_bart(["bart-llr"], masks, data) if bart.available() else {}
     result: dict = {"n_cases": n, "noise_level": noise_level, "masks": {}}
     for mask in masks:
-        curves = np.zeros((n, lplus_s_iters))
-        for i, d in enumerate(data[mask]):
-
-            def record(
-                it: int, x: torch.Tensor, row: int = i, d: CaseData = d, out: np.ndarray = curves
-            ) -> None:
-                out[row, it - 1] = _psnr(x, d)
-
-            baselines.lplus_s(
-                d.kspace, d.mask, d.maps, n_iter=lplus_s_iters, tol=0.0, monitor=record
-            )
+        curves = np.array([lplus_s_curve(d, lplus_s_iters) for d in data[mask]])
         entry: dict = {"lplus_s": curves.mean(0).tolist()}
         if tuned:
             lam = tuned["bart-llr"][mask]["best"]
             reg = BART_REGULARISERS["bart-llr"].format(lam)
             entry["bart_llr_lambda"] = lam
             entry["bart_llr"] = {
-                str(k): float(np.mean([_psnr(bart_pics(d, reg, k), d) for d in data[mask]]))
+                str(k): float(np.mean([case_psnr(bart_pics(d, reg, k), d) for d in data[mask]]))
                 for k in bart_iters
             }
         result["masks"][mask] = entry
