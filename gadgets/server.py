@@ -213,7 +213,8 @@ def serve_client(
             report.slices_failed,
             report.images_sent,
         )
-        if noise is not None and report.images_sent == 0 and not report.slices_failed:
+        stored_only = not report.slices_failed and report.stream_error is None
+        if noise is not None and report.images_sent == 0 and stored_only:
             # a noise measurement replayed for the ones that depend on it: not a failure
             channels = noise.shape[0]
             _tell(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,9 +57,16 @@ def two_slice_recon(tmp_path_factory):
     return raw, images
 
 
+def _without_subject(header_xml: str) -> str:
+    """The simulated header without its subject and study information."""
+    return re.sub(r"\s*<(subject|study)Information>.*?</\1Information>", "", header_xml, flags=re.S)
+
+
 def _with_subject(header_xml: str) -> str:
-    """The simulated header plus subject/study information and an initial series number."""
-    xml = header_xml.replace("<measurementInformation>", SUBJECT + "<measurementInformation>")
+    """The simulated header with this test's subject/study information and a series number."""
+    xml = _without_subject(header_xml).replace(
+        "<measurementInformation>", SUBJECT + "<measurementInformation>"
+    )
     return xml.replace(
         "<protocolName>", "<initialSeriesNumber>7</initialSeriesNumber><protocolName>"
     )
@@ -140,9 +148,10 @@ def test_dicom_series_has_the_tags_uids_timing_and_geometry(tmp_path, two_slice_
 
 def test_dicom_placeholders_and_one_series_per_method(tmp_path, two_slice_recon):
     raw, images = two_slice_recon
-    digest = exporters.input_digest(raw.header_xml, raw.heads, raw.data)
-    passnet = exporters.SeriesInfo(raw.header_xml, digest, "passnet|w1", "passnet")
-    lplus_s = exporters.SeriesInfo(raw.header_xml, digest, "lplus_s", "lplus_s")
+    header = _without_subject(raw.header_xml)  # a file that names no patient or study
+    digest = exporters.input_digest(header, raw.heads, raw.data)
+    passnet = exporters.SeriesInfo(header, digest, "passnet|w1", "passnet")
+    lplus_s = exporters.SeriesInfo(header, digest, "lplus_s", "lplus_s")
     exporters.write_dicom(images[:1], tmp_path / "p", passnet)
     exporters.write_dicom(images[:1], tmp_path / "l", lplus_s)
     (a,), (b,) = _read_series(tmp_path / "p"), _read_series(tmp_path / "l")
@@ -153,8 +162,8 @@ def test_dicom_placeholders_and_one_series_per_method(tmp_path, two_slice_recon)
     assert a.SeriesInstanceUID != b.SeriesInstanceUID and a.SOPInstanceUID != b.SOPInstanceUID
     assert (a.SeriesNumber, b.SeriesNumber) == (101, 102)
     # another input is another study
-    other = exporters.input_digest(raw.header_xml, raw.heads[:-1], raw.data[:-1])
-    exporters.write_dicom(images[:1], tmp_path / "o", exporters.SeriesInfo(raw.header_xml, other))
+    other = exporters.input_digest(header, raw.heads[:-1], raw.data[:-1])
+    exporters.write_dicom(images[:1], tmp_path / "o", exporters.SeriesInfo(header, other))
     assert _read_series(tmp_path / "o")[0].StudyInstanceUID != a.StudyInstanceUID
 
 

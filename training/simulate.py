@@ -35,6 +35,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import ismrmrd
@@ -77,6 +78,11 @@ TR_MS = 3.0  # time between readouts (bSSFP-like)
 TICK_MS = 2.5  # ISMRMRD/Siemens time stamp unit
 READOUT_BW_HZ_PER_PIXEL = 930.0
 TRUTH_GROUP = "passnet_truth"
+# Header identity of simulated files (build_header): a fixed study date keeps files
+# reproducible byte for byte; the device stands in for a scanner's serial number.
+DEVICE_ID = "PASSNETSIM"
+STUDY_DATE = "2026-01-01"
+STUDY_TIME = "08:00:00"
 TRUTH_DEFINITION = (
     "images = sum_c conj(coil_maps_c) * ifft2c(noise-free fully sampled target-resolution "
     "k-space of coil c, readout oversampling removed); phantom rendered at 2x and k-space cropped"
@@ -251,6 +257,25 @@ def _orientation(n_slices: int, slice_index: int) -> dict[str, np.ndarray]:
     return {"read_dir": read, "phase_dir": phase, "slice_dir": slice_dir, "position": position}
 
 
+class SimulatedIds(NamedTuple):
+    """Identifiers of a simulated measurement (each free of ``_``, as Gadgetron's parser needs)."""
+
+    device: str
+    subject: str
+    session: str
+    measurement: str
+
+    @property
+    def measurement_id(self) -> str:
+        """``DEVICE_SUBJECT_SESSION_MEASUREMENT``, the form Siemens scanners write."""
+        return "_".join(self)
+
+
+def simulated_ids(seed: int) -> SimulatedIds:
+    """The device, subject, session and measurement identifiers of the file of ``seed``."""
+    return SimulatedIds(DEVICE_ID, f"P{seed % 2**32}", f"S{seed % 2**32}", str(seed % 2**32))
+
+
 def _limit(minimum: int, maximum: int, center: int) -> xsd.limitType:
     return xsd.limitType(minimum=minimum, maximum=maximum, center=center)
 
@@ -266,8 +291,19 @@ def build_header(
     mask_kind: str,
     accel: float,
     rr_ms: float,
+    seed: int = 0,
 ) -> str:
-    """The ISMRMRD XML header of a simulated cine (encoded/recon space, limits, system)."""
+    """The ISMRMRD XML header of a simulated cine (encoded/recon space, limits, system).
+
+    The header carries what Gadgetron's storage of noise covariances keys on, as scanners
+    write it: a patient ID (subject), a study ID (session), a device ID, and a measurement ID
+    of the form ``DEVICE_SUBJECT_SESSION_MEASUREMENT`` (Siemens' form; Gadgetron parses it
+    when the other fields are missing), all derived from ``seed`` so a file stays
+    reproducible. It has no ``<version>``: ISMRMRD ties the header schema version to its own
+    minor release and refuses to serialise any other (ISMRMRD 1.14, inside Gadgetron 4.7,
+    refuses the 1 we wrote and the 8 of ISMRMRD 1.8's generator), while a header without one
+    is accepted by every release, as siemens_to_ismrmrd writes it.
+    """
     ro = 2 * w if oversampling else w
     pixel = FOV_MM / max(h, w)
     fov_x, fov_y = w * pixel, h * pixel
@@ -304,9 +340,19 @@ def build_header(
             ),
             calibrationMode=xsd.calibrationModeType.EMBEDDED,
         )
+    ids = simulated_ids(seed)
     header = xsd.ismrmrdHeader(
-        version=1,
+        subjectInformation=xsd.subjectInformationType(
+            patientName="PASSNet^Phantom", patientID=ids.subject
+        ),
+        studyInformation=xsd.studyInformationType(
+            studyDate=STUDY_DATE,
+            studyTime=STUDY_TIME,
+            studyID=ids.session,
+            studyDescription="passnet simulate",
+        ),
         measurementInformation=xsd.measurementInformationType(
+            measurementID=ids.measurement_id,
             patientPosition=xsd.patientPositionType.HFS,
             protocolName="passnet_simulated_cine",
             sequenceName="bSSFP_cine",
@@ -315,6 +361,7 @@ def build_header(
             systemVendor="passnet-simulate",
             systemModel="numerical phantom",
             systemFieldStrength_T=1.5,
+            deviceID=ids.device,
             relativeReceiverNoiseBandwidth=0.793,
             receiverChannels=n_coils,
         ),
@@ -533,7 +580,7 @@ def simulate_cine(
         slices, noise_scan, oversampling, w, mask, accel, rr_ms, measurement_uid=seed % 2**32
     )
     xml = build_header(
-        n_coils, frames, h, w, n_slices, oversampling, first_line, mask, accel, rr_ms
+        n_coils, frames, h, w, n_slices, oversampling, first_line, mask, accel, rr_ms, seed
     )
 
     out_path.unlink(missing_ok=True)
