@@ -1,7 +1,10 @@
 # PASSNet on Gadgetron 4 (CUDA). Build:  docker build -t passnet-gadgetron .
 # Run:    docker run --rm --gpus all -p 9002:9002 passnet-gadgetron
 # Then:   gadgetron_ismrmrd_client -f in.h5 -c passnet_raw.xml -o out.h5
-# Not built or run in this project's CI (no Docker there); see docs/gadgetron.md.
+# Not built in this project's CI (no Docker there). What it sets up is what
+# tests/test_real_gadgetron.py proves with the real Gadgetron 4.7.2 server: this venv's python
+# first on PATH, the chains in share/gadgetron/config, a storage server for the buffered
+# chains, PASSNET_STEP_CONFIG for distributed workers (docs/gadgetron.md, "Real Gadgetron").
 ARG BASE_IMAGE=ghcr.io/gadgetron/gadgetron/gadgetron_ubuntu_rt_cuda:latest
 FROM ${BASE_IMAGE}
 
@@ -9,6 +12,11 @@ FROM ${BASE_IMAGE}
 # environment; Gadgetron starts external steps with the `python3` found on PATH.
 ENV GADGETRON_ENV=/opt/conda/envs/gadgetron
 ENV PATH=${GADGETRON_ENV}/bin:${PATH}
+# Gadgetron's own advice for machines that run several reconstructions at once.
+ENV OMP_WAIT_POLICY=PASSIVE
+# A distributed worker's step gets no <configuration> from Gadgetron; it reads the settings of
+# the PASSNet step in this shipped chain instead (gadgets.passnet_gadget.step_params).
+ENV PASSNET_STEP_CONFIG=passnet_distributed
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu121
 
 WORKDIR /opt/passnet
@@ -31,7 +39,9 @@ RUN for dir in /usr/local/share/gadgetron/config/ ${GADGETRON_ENV}/share/gadgetr
     done
 
 EXPOSE 9002
-# The base image's entrypoint starts the Gadgetron server on 9002. For the pure-Python
+# The base image's entrypoint starts the Gadgetron server on 9002, and Gadgetron starts the
+# conda environment's mrd-storage-server itself (noise covariances for NoiseAdjustGadget;
+# the buffered chains need it). Headers from other ISMRMRD releases: passnet gadgetron-header. For the pure-Python
 # server instead:
 #   docker run --rm --gpus all -p 9002:9002 --entrypoint passnet passnet-gadgetron \
 #       serve --host 0.0.0.0 --port 9002

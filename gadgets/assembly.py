@@ -33,6 +33,7 @@ transformed to image space, the central ``recon_x`` columns kept and transformed
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -100,16 +101,30 @@ def _limit_count(limits: encodingLimitsType | None, name: str) -> int | None:
 
 
 def resolve_frame_dimension(header: ismrmrdHeader, choice: str = "auto") -> str:
-    """``"phase"``/``"repetition"`` as given; ``"auto"``: phase if its limit has >1 value,
-    else repetition if that has >1, else phase."""
+    """The acquisition counter that holds the frames.
+
+    ``"auto"``: phase if its encoding limit has more than one value, else repetition if that
+    has, else phase. A stated ``"phase"`` or ``"repetition"`` is kept unless the header says
+    that counter has a single value while the other has several: a chain written for gated
+    cine (``BucketToBufferGadget N_dimension=phase``) then still reconstructs a real-time
+    series as one cine instead of one single-frame image per repetition.
+    """
     if choice not in FRAME_DIMENSIONS:
         raise ValueError(f"frame_dimension must be one of {FRAME_DIMENSIONS}, got {choice!r}")
-    if choice != "auto":
-        return choice
     limits = header.encoding[0].encodingLimits
-    if (_limit_count(limits, "phase") or 1) > 1:
+    counts = {name: _limit_count(limits, name) or 1 for name in ("phase", "repetition")}
+    if choice != "auto":
+        other = "repetition" if choice == "phase" else "phase"
+        if counts[choice] == 1 and counts[other] > 1:
+            log.info(
+                "frame_dimension %s has one value in the header and %s has %d: frames follow %s",
+                choice, other, counts[other], other,
+            )  # fmt: skip
+            return other
+        return choice
+    if counts["phase"] > 1:
         return "phase"
-    if (_limit_count(limits, "repetition") or 1) > 1:
+    if counts["repetition"] > 1:
         return "repetition"
     return "phase"
 
@@ -675,6 +690,70 @@ def slices_from_recon_data(
             except ValueError as exc:
                 out.append(SliceFailure(slice_index, str(exc)))
     return out
+
+
+class FrameJoiner:
+    """Joins the single-frame slices Gadgetron's BucketToBuffer makes of one cine.
+
+    A ``BucketToBufferGadget`` whose ``N_dimension`` is not the counter the frames are on
+    (``N_dimension=phase`` on a real-time series along ``repetition``) sends one ReconData per
+    frame. The parts of a slice are held until the header's frame count arrived (or the stream
+    ends) and then joined into one :class:`SliceData`, frames in counter order; the coil
+    calibration is the mean of the parts' calibrations where they sampled.
+
+    Parameters
+    ----------
+    header
+        Parsed ISMRMRD header.
+    frame_dimension
+        The chain's ``frame_dimension`` (resolved against the header here).
+    """
+
+    def __init__(self, header: ismrmrdHeader, frame_dimension: str = "auto") -> None:
+        self.geometry = geometry_from_header(header, frame_dimension)
+        self._parts: dict[int, dict[int, SliceData]] = {}
+
+    def add(self, item: SliceData | SliceFailure) -> list[SliceData | SliceFailure]:
+        """Pass ``item`` on, or hold it as part of a cine; returns what is complete.
+
+        A slice whose parts cannot be joined comes back as a :class:`SliceFailure`.
+        """
+        total = self.geometry.n_frames or 1
+        if isinstance(item, SliceFailure) or total <= 1 or item.kspace.shape[1] != 1:
+            return [item]
+        reference = item.reference[0]
+        frame = int(getattr(reference.idx, self.geometry.frame_dimension)) if reference else 0
+        parts = self._parts.setdefault(item.slice_index, {})
+        parts[frame] = item
+        if len(parts) < total:
+            return []
+        return [self._join(item.slice_index)]
+
+    def flush(self) -> list[SliceData | SliceFailure]:
+        """Join what every incomplete slice has (the stream ended)."""
+        return [self._join(index) for index in sorted(self._parts)]
+
+    def _join(self, slice_index: int) -> SliceData | SliceFailure:
+        parts = [p for _, p in sorted(self._parts.pop(slice_index).items())]
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        shapes = {p.kspace.shape[::2] for p in parts}  # (C, H) must agree; W checked below
+        if len(shapes) != 1 or len({p.kspace.shape[3] for p in parts}) != 1:
+            return SliceFailure(slice_index, "its frames have different sizes and cannot be joined")
+        kspace = np.concatenate([p.kspace for p in parts], axis=1)
+        calibrations = np.stack([p.calibration for p in parts])
+        sampled = (np.abs(calibrations).sum(axis=1, keepdims=True) > 0).astype(np.float32)
+        calibration = calibrations.sum(axis=0) / np.maximum(sampled.sum(axis=0), 1)
+        return dataclasses.replace(
+            first,
+            kspace=kspace,
+            mask=np.concatenate([p.mask for p in parts], axis=0),
+            calibration=calibration.astype(np.complex64),
+            reference=[r for p in parts for r in p.reference],
+            frame_dimension=self.geometry.frame_dimension,
+            calib_lines=central_run(np.abs(calibration).sum(axis=(0, 2)) > 0),
+        )
 
 
 def _first_header(heads: np.ndarray) -> ismrmrd.AcquisitionHeader:

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING
 import ismrmrd
 import numpy as np
 
-from gadgets.assembly import AcquisitionBuffer, SliceData, SliceFailure, slices_from_recon_data
+from gadgets.assembly import (
+    AcquisitionBuffer,
+    FrameJoiner,
+    SliceData,
+    SliceFailure,
+    slices_from_recon_data,
+)
 from gadgets.chain_config import ChainParams
 from gadgets.images import build_images
 from gadgets.pipeline import ReconEngine, reconstruct_slice
@@ -42,6 +48,7 @@ class ChainReport:
     acquisitions: int = 0
     noise_covariance: np.ndarray | None = None  # from this stream's noise scans, if any
     noise_dwell_time_us: float = 0.0  # their sample time (0: unknown)
+    stream_error: str | None = None  # why reading the input stopped early (None: it ended)
 
 
 class _Chain:
@@ -62,6 +69,7 @@ class _Chain:
         self.next_image_index = 1
         self._buffer: AcquisitionBuffer | None = None
         self._buffer_error: str | None = None
+        self._joiner: FrameJoiner | None = None  # ReconData frames BucketToBuffer split
 
     def buffer(self) -> AcquisitionBuffer | None:
         if self._buffer is None and self._buffer_error is None:
@@ -96,16 +104,20 @@ class _Chain:
             self.finish(slices)
         elif _is_recon_data(item):
             try:
+                if self._joiner is None:
+                    self._joiner = FrameJoiner(self.header, self.params.frame_dimension)
                 slices = slices_from_recon_data(item, self.header)
             except Exception as exc:
                 self.report.slices_failed += 1
                 self.error(f"cannot read ReconData: {_why(exc)}")
                 return
-            self.finish(slices)
+            self.finish([whole for part in slices for whole in self._joiner.add(part)])
         else:
             self.send(item)
 
     def flush(self) -> None:
+        if self._joiner is not None:
+            self.finish(self._joiner.flush())
         if self._buffer is not None:
             for item in self._buffer.iter_flush():  # one assembled slice in memory at a time
                 self.finish([item])
@@ -221,7 +233,8 @@ def run_chain(
         except StopIteration:
             break
         except Exception as exc:  # reading failed: keep what arrived, report, stop reading
-            chain.error(f"input stream ended with an error: {type(exc).__name__}: {exc}")
+            chain.report.stream_error = f"{type(exc).__name__}: {exc}"
+            chain.error(f"input stream ended with an error: {chain.report.stream_error}")
             break
         chain.handle(item)
     chain.flush()

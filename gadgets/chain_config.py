@@ -271,7 +271,7 @@ def interpret_chain(chain: str | ET.Element) -> ChainParams:
 
     passnet_steps: list[ET.Element | None] = []
     n_dimension: str | None = None
-    for node in stream:
+    for node in _flattened(stream):
         if node.tag == "gadget":
             name = step_name(node)
             if name not in NATIVE_EQUIVALENTS:
@@ -295,7 +295,8 @@ def interpret_chain(chain: str | ET.Element) -> ChainParams:
             passnet_steps.append(node.find("configuration"))
         else:
             raise UnsupportedChainError(
-                f"chain step <{node.tag}> is not supported (only <gadget> and <external>)"
+                f"chain step <{node.tag}> is not supported "
+                "(only <gadget>, <external> and <distributed>)"
             )
     if len(passnet_steps) != 1:
         raise UnsupportedChainError(
@@ -321,6 +322,25 @@ def interpret_chain(chain: str | ET.Element) -> ChainParams:
                 params.frame_dimension,
             )
     return params
+
+
+def _flattened(stream: ET.Element) -> list[ET.Element]:
+    """The steps of a stream in data order, a ``<distributed>`` node replaced by its stream.
+
+    Gadgetron's ``<distributed>`` node sends each slice to a worker that runs the node's own
+    ``<stream>`` (its readers, writers and distributor only say how data crosses); for the
+    images that come back, that is the same as running the inner steps in place.
+    """
+    steps: list[ET.Element] = []
+    for node in stream:
+        if node.tag == "distributed":
+            inner = node.find("stream")
+            if inner is None:
+                raise UnsupportedChainError("<distributed> node has no <stream> for its workers")
+            steps += _flattened(inner)
+        else:
+            steps.append(node)
+    return steps
 
 
 def load_named_chain(name: str) -> str:

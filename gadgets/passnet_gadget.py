@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING, Any
 
 from gadgetron.external import Connection
 from gadgetron.external import listen as gadgetron_listen
@@ -25,11 +26,17 @@ from gadgetron.types.recon_data import ReconData
 
 from gadgets import gadgetron_hook, protocol
 
+if TYPE_CHECKING:
+    from gadgets.chain_config import ChainParams
+
 log = logging.getLogger(__name__)
 
 # Installed at start-up by the package's .pth; again here for a source checkout without it
 # (then only connections made after this import, e.g. by listen(), are covered).
 gadgetron_hook.install()
+
+# The server's setting for a step that receives no <configuration> (step_params).
+STEP_CONFIG_ENV = "PASSNET_STEP_CONFIG"
 
 # Seconds the step waits for the next message before giving up on Gadgetron.
 DEFAULT_READ_TIMEOUT_S = float(os.environ.get("PASSNET_GADGET_TIMEOUT", "300"))
@@ -61,6 +68,43 @@ def harden_connection(connection: Connection, timeout: float | None) -> None:
     connection.add_writer(lambda item: isinstance(item, ReconData), protocol.write_recon_data)
 
 
+def step_params(config: ET.Element | None) -> ChainParams:
+    """The step's settings: its ``<configuration>``, or the operator's where Gadgetron sent none.
+
+    Gadgetron forwards a ``<distributed>`` node's stream to each worker without the external
+    step's ``<configuration>`` (``Config.cpp``'s ``append_copy`` of a whole document fails), so
+    a worker's step receives nothing it can parse (``config`` is ``None``). The worker's
+    operator then names the settings in :data:`STEP_CONFIG_ENV`: a chain file, a shipped chain
+    name (``passnet_distributed``) or XML text; the PASSNet step's configuration inside that
+    chain (``<distributed>`` streams included) is used. A configuration that did arrive always
+    wins. The variable belongs to the server's environment: a client cannot set it.
+
+    Parameters
+    ----------
+    config
+        ``connection.config``: the parsed ``<configuration>``, or ``None`` when there was none.
+
+    Returns
+    -------
+    ChainParams
+    """
+    from gadgets.chain_config import ChainParams, read_config_option
+
+    if config is not None:
+        return ChainParams.from_config(config)
+    source = os.environ.get(STEP_CONFIG_ENV, "").strip()
+    if not source:
+        log.warning(
+            "the step received no <configuration> (Gadgetron drops it when it forwards a chain to "
+            "a distributed worker) and %s is not set: running on the default settings",
+            STEP_CONFIG_ENV,
+        )
+        return ChainParams()
+    text = read_config_option(source)
+    log.info("the step received no <configuration>: using %s=%s", STEP_CONFIG_ENV, source[:200])
+    return ChainParams.from_config(text)
+
+
 def reconstruct(connection: Connection, timeout: float | None = DEFAULT_READ_TIMEOUT_S) -> None:
     """Run the PASSNet chain over a Gadgetron connection; never raises to the host.
 
@@ -74,10 +118,10 @@ def reconstruct(connection: Connection, timeout: float | None = DEFAULT_READ_TIM
     # Imported here so that `python -m gadgetron` can load this module even when torch is slow
     # to import, and a broken chain shows up in the log rather than as an import error.
     try:
-        from gadgets.chain import ChainParams, run_chain
+        from gadgets.chain import run_chain
 
         harden_connection(connection, timeout)
-        params = ChainParams.from_config(connection.config)
+        params = step_params(connection.config)
         log.info("PASSNet step starting with %s", params)
         report = run_chain(connection.header, connection, connection.send, params)
         log.info(

@@ -5,6 +5,8 @@ Headers and acquisitions from known k-space come from ``tests/helpers.py``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import ismrmrd
 import numpy as np
 import pytest
@@ -13,12 +15,14 @@ from helpers import acquisitions, header_xml, known_cine
 
 from gadgets.assembly import (
     AcquisitionBuffer,
+    FrameJoiner,
     SliceData,
     SliceFailure,
     geometry_from_header,
     noise_covariance,
     prewhitening_matrix,
     remove_readout_oversampling,
+    resolve_frame_dimension,
     slices_from_recon_data,
 )
 from passnet_core.fft import fft2c, ifft2c
@@ -135,6 +139,69 @@ def test_frame_dimension_auto_uses_repetition_when_phase_is_single():
     acqs = acquisitions(kspace, np.ones((3, 16), bool), frame_dimension="repetition")
     (result,) = assemble(header, acqs)
     assert result.frame_dimension == "repetition" and result.kspace.shape[1] == 3
+
+
+@pytest.mark.parametrize("stated", ["phase", "repetition", "auto"])
+def test_a_stated_frame_axis_with_one_value_gives_way_to_the_one_the_header_fills(stated):
+    real_time = parse_header(header_xml(16, 16, frames=3, frame_limit="repetition"))
+    gated = parse_header(header_xml(16, 16, frames=3, frame_limit="phase"))
+    single = parse_header(header_xml(16, 16, frames=1))
+    assert resolve_frame_dimension(real_time, stated) == "repetition"
+    assert resolve_frame_dimension(gated, stated) == "phase"
+    assert resolve_frame_dimension(single, stated) == ("phase" if stated == "auto" else stated)
+
+
+def _single_frames(kspace: np.ndarray, header) -> list[SliceData]:
+    """What BucketToBuffer(N_dimension=phase) makes of a real-time series: one slice a frame."""
+    geometry = geometry_from_header(header, "repetition")
+    parts = []
+    for t in range(kspace.shape[1]):
+        head = ismrmrd.AcquisitionHeader()
+        head.idx.repetition = t
+        frame = kspace[:, t : t + 1]
+        parts.append(
+            SliceData(
+                kspace=frame,
+                mask=(np.abs(frame).sum(axis=0) > 0).astype(np.float32),
+                calibration=frame[:, 0],
+                reference=[head],
+                slice_index=0,
+                field_of_view=geometry.fov,
+                recon_matrix=(16, 16),
+                frame_dimension="repetition",
+            )
+        )
+    return parts
+
+
+def test_frames_gadgetron_split_into_single_frame_buffers_are_joined_in_counter_order():
+    _, _, kspace = known_cine(t=3)
+    kspace = kspace.astype(np.complex64)
+    kspace[:, :, ::2] = 0  # every other line: the calibration averages where sampled
+    header = parse_header(header_xml(16, 16, frames=3, frame_limit="repetition"))
+    first, second, third = _single_frames(kspace, header)
+    joiner = FrameJoiner(header, "phase")  # the chain's N_dimension=phase
+    assert joiner.add(third) == [] and joiner.add(first) == []
+    (joined,) = joiner.add(second)
+    np.testing.assert_array_equal(joined.kspace, kspace)
+    assert [r.idx.repetition for r in joined.reference] == [0, 1, 2]
+    assert joined.frame_dimension == "repetition" and joined.mask.shape == (3, 16, 16)
+    np.testing.assert_allclose(joined.calibration, kspace.mean(axis=1), atol=1e-6)
+    assert joiner.flush() == []
+
+
+def test_a_joiner_passes_whole_cines_through_and_flushes_what_is_incomplete():
+    _, _, kspace = known_cine(t=3)
+    header = parse_header(header_xml(16, 16, frames=3, frame_limit="repetition"))
+    joiner = FrameJoiner(header)
+    whole = dataclasses.replace(_single_frames(kspace, header)[0], kspace=kspace)
+    assert joiner.add(whole) == [whole]
+    failure = SliceFailure(2, "bad")
+    assert joiner.add(failure) == [failure]
+    first, second, _ = _single_frames(kspace, header)
+    assert joiner.add(first) == [] and joiner.add(second) == []
+    (joined,) = joiner.flush()  # the stream ended before the last frame
+    assert joined.kspace.shape[1] == 2
 
 
 def test_bad_slices_fail_alone():

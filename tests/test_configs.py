@@ -174,12 +174,16 @@ def test_each_worker_gets_a_chain_the_passnet_step_runs():
     assert interpret_chain(worker) == interpret_chain(buffered.read_text(encoding="utf-8"))
 
 
-def test_passnet_serve_accepts_the_distributed_chain_or_says_why_not():
-    """`passnet serve` is one process: it either runs the whole chain or names the node."""
+def test_one_process_runs_the_distributed_chain_as_its_workers_would():
+    """`passnet serve` and `passnet recon` run the workers' stream in place (one process)."""
     text = next(p for p in CONFIGS if p.name == DISTRIBUTED).read_text(encoding="utf-8")
-    try:
-        params = interpret_chain(text)
-    except UnsupportedChainError as exc:
-        assert "distributed" in str(exc)
-    else:
-        assert params.frame_dimension == "phase" and params.weights is None
+    buffered = next(p for p in CONFIGS if p.name == "passnet_buffered.xml")
+    assert interpret_chain(text) == interpret_chain(buffered.read_text(encoding="utf-8"))
+
+
+def test_a_distributed_node_without_a_worker_stream_is_refused():
+    root = _distributed_chain()
+    node = root.find("stream/distributed")
+    node.remove(node.find("stream"))
+    with pytest.raises(UnsupportedChainError, match="no <stream>"):
+        interpret_chain(root)

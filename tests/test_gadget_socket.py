@@ -264,3 +264,22 @@ def test_only_a_targetless_gadgetron_run_of_our_step_gets_a_target(argv, orig, a
     before = list(argv)
     assert add_missing_target(argv, orig) is added
     assert argv == (before + ["reconstruct"] if added else before)
+
+
+def test_a_step_gadgetron_sent_no_configuration_takes_the_operators_chain(monkeypatch, caplog):
+    """Distributed workers get no <configuration>: PASSNET_STEP_CONFIG names the chain."""
+    import xml.etree.ElementTree as ET
+
+    from gadgets.passnet_gadget import STEP_CONFIG_ENV, step_params
+
+    monkeypatch.delenv(STEP_CONFIG_ENV, raising=False)
+    with caplog.at_level("WARNING"):
+        assert step_params(None).frame_dimension == "auto"  # defaults, with a warning
+    assert STEP_CONFIG_ENV in caplog.text
+    monkeypatch.setenv(STEP_CONFIG_ENV, "passnet_distributed")  # a shipped chain, by name
+    assert step_params(None).frame_dimension == "phase"  # the worker stream's N_dimension
+    given = ET.fromstring(
+        '<configuration><property name="output" value="complex"/></configuration>'
+    )
+    assert step_params(given).output == "complex"  # what arrived always wins
+    assert step_params(given).frame_dimension == "auto"

@@ -6,22 +6,13 @@ The client opens its input for writing, so every test replays a copy.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import ismrmrd
 import pytest
+from real_gadgetron import replay as replay_file
 
 from gadgets.server import PassnetServer, ServerSettings
-
-# The client's known connect race (its README): the connecting thread can signal "connected"
-# before the main thread waits; the client then idles for its -t timeout, closes the socket
-# and fails writing ("Bad file descriptor"), or, in its dependency-query connection, gives
-# up on the noise statistics and aborts ("terminate called"). A server that answered wrongly
-# shows "Unknown Message ID" instead, which is never retried.
-RACE_SIGNS = ("Bad file descriptor", "Unable to retrieve noise statistics from server")
-ATTEMPTS = 5
 
 
 @pytest.fixture
@@ -34,23 +25,10 @@ def server(weights_file):
 def replay(client: str, server: PassnetServer, source: Path, out: Path, tmp_path: Path) -> str:
     """Replay a copy of ``source`` through ``server``; retries only the client's own race."""
     host, port = server.address
-    for attempt in range(1, ATTEMPTS + 1):
-        copy = tmp_path / f"in_{attempt}_{source.name}"
-        shutil.copyfile(source, copy)
-        run = subprocess.run(
-            [client, "-a", host, "-p", str(port), "-f", str(copy), "-c", "passnet_raw.xml"]
-            + ["-o", str(out), "-G", "passnet", "-t", "3000"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        output = run.stdout + run.stderr
-        if run.returncode == 0:
-            return output
-        race = any(sign in output for sign in RACE_SIGNS) and "Unknown Message ID" not in output
-        if attempt == ATTEMPTS or not race:
-            pytest.fail(f"gadgetron_ismrmrd_client failed (exit {run.returncode}):\n{output}")
-    raise AssertionError("unreachable")
+    try:
+        return replay_file(client, port, source, out, tmp_path, host=host)
+    except AssertionError as exc:
+        pytest.fail(str(exc))
 
 
 def images_in(out: Path) -> int:
