@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from gadgets.chain import ChainParams, run_chain
+from gadgets.chain_config import DEFAULT_BART_LAMBDA
 from gadgets.replay import METHOD_OPTIONS, METRICS_CONVENTION, compare_with_truth, read_truth
 from passnet_core.ismrmrd_io import read_raw
 from training.eval_report import paired_ci
@@ -28,8 +29,11 @@ from training.simulate import simulate_cine
 log = logging.getLogger(__name__)
 
 PHANTOMS = ("cardiac", "ellipses")
-METHODS = ("zero-filled", "lplus-s", "llr", "passnet")
+METHODS = ("zero-filled", "lplus-s", "llr", "bart-llr", "passnet")
 FIRST_SEED = 9_000_001  # far from the seeds of training (0.., 1e6..) and evaluation (7e6..)
+# BART's lambda is tuned on these files, disjoint from the test files (FIRST_SEED..)
+VALIDATION_SEED = 9_500_001
+BART_GRID = (0.002, 0.005, 0.01, 0.02, 0.05)
 SHAPE = (20, 128, 128, 8)  # frames, H, W, coils: passnet simulate's defaults
 QUICK_SHAPE = (4, 32, 32, 2)
 
@@ -40,9 +44,68 @@ class ChainScores:
 
     accel: float
     shape: tuple[int, int, int, int]
+    bart_lambda: float | None = None
+    bart_tuning: dict[float, float] = field(default_factory=dict)  # lambda -> validation PSNR
     psnr: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     ssim: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     seconds: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+
+
+def _files(
+    tmp: str, first_seed: int, n_files: int, accel: float, shape: tuple[int, int, int, int]
+) -> list[tuple[str, int, Path]]:
+    """``(phantom, index, path)`` of ``n_files`` simulated files per phantom."""
+    frames, h, w, coils = shape
+    out = []
+    for phantom in PHANTOMS:
+        for i in range(n_files):
+            path = Path(tmp) / f"{phantom}_{first_seed + i}.h5"
+            simulate_cine(
+                path, seed=first_seed + i, n_coils=coils, frames=frames, matrix=(h, w),
+                accel=accel, phantom=phantom,
+            )  # fmt: skip
+            out.append((phantom, i, path))
+    return out
+
+
+def _chain_psnr(path: Path, params: ChainParams) -> tuple[float, float, float]:
+    """PSNR, SSIM and seconds of one file through the whole chain with ``params``."""
+    raw, truth = read_raw(path), read_truth(path)
+    assert truth is not None  # simulate_cine always stores it
+    images: list = []
+    start = time.perf_counter()
+    run_chain(raw.header, raw.acquisitions(), images.append, params)
+    seconds = time.perf_counter() - start
+    comparison = compare_with_truth(images, truth)
+    if comparison is None:
+        raise RuntimeError(f"{path.name}: {params.method} returned no images")
+    return comparison.mean_psnr, comparison.mean_ssim, seconds
+
+
+def tune_bart_lambda(
+    n_files: int,
+    accel: float,
+    shape: tuple[int, int, int, int] = SHAPE,
+    grid: tuple[float, ...] = BART_GRID,
+) -> dict[float, float]:
+    """Mean PSNR of BART pics LLR per lambda on validation files (both phantoms pooled).
+
+    The files (seeds ``VALIDATION_SEED..``) are disjoint from the test files, so picking the
+    best lambda here and scoring it on the test files is what a user tuning BART on their own
+    earlier scans would get; one lambda per acceleration, as the user cannot know the anatomy.
+    """
+    scores: dict[float, list[float]] = {lam: [] for lam in grid}
+    with tempfile.TemporaryDirectory(prefix="passnet_bench_bart_") as tmp:
+        for phantom, i, path in _files(tmp, VALIDATION_SEED, n_files, accel, shape):
+            for lam in grid:
+                params = ChainParams(method="bart_llr", bart_lambda=lam)
+                try:
+                    psnr, _, _ = _chain_psnr(path, params)
+                except RuntimeError:  # e.g. all-zero images at a far too large lambda
+                    psnr = float("nan")
+                scores[lam].append(psnr)
+                log.info("validation %s %d: BART lambda %g: %.2f dB", phantom, i, lam, psnr)
+    return {lam: float(np.mean(values)) for lam, values in scores.items()}  # NaN: it failed
 
 
 def measure_chain_quality(
@@ -51,6 +114,7 @@ def measure_chain_quality(
     shape: tuple[int, int, int, int] = SHAPE,
     methods: tuple[str, ...] = METHODS,
     weights: str | None = None,
+    bart_validation_files: int = 2,
 ) -> ChainScores:
     """Simulate ``n_files`` files per phantom and reconstruct each with every method.
 
@@ -67,43 +131,34 @@ def measure_chain_quality(
         ``passnet recon --method`` names.
     weights
         PASSNet weights (``None``: the shipped default).
+    bart_validation_files
+        Validation files per phantom for :func:`tune_bart_lambda` (when ``bart-llr`` runs).
 
     Returns
     -------
     ChainScores
     """
-    frames, h, w, coils = shape
     scores = ChainScores(accel, shape)
+    if "bart-llr" in methods:
+        scores.bart_tuning = tune_bart_lambda(bart_validation_files, accel, shape)
+        finite = {lam: p for lam, p in scores.bart_tuning.items() if np.isfinite(p)}
+        if not finite:
+            raise RuntimeError(f"BART gave no usable images at any lambda of {BART_GRID}")
+        scores.bart_lambda = max(finite, key=lambda lam: finite[lam])
     with tempfile.TemporaryDirectory(prefix="passnet_bench_chain_") as tmp:
-        for phantom in PHANTOMS:
-            for i in range(n_files):
-                path = Path(tmp) / f"{phantom}_{i}.h5"
-                simulate_cine(
-                    path, seed=FIRST_SEED + i, n_coils=coils, frames=frames, matrix=(h, w),
-                    accel=accel, phantom=phantom,
+        for phantom, i, path in _files(tmp, FIRST_SEED, n_files, accel, shape):
+            for method in methods:
+                # no zero-filled stand-in: a network that cannot run must fail the bench
+                params = ChainParams(
+                    method=METHOD_OPTIONS[method], weights=weights, fallback="none",
+                    bart_lambda=scores.bart_lambda or DEFAULT_BART_LAMBDA,
                 )  # fmt: skip
-                raw, truth = read_raw(path), read_truth(path)
-                assert truth is not None  # simulate_cine always stores it
-                for method in methods:
-                    # no zero-filled stand-in: a network that cannot run must fail the bench
-                    params = ChainParams(
-                        method=METHOD_OPTIONS[method], weights=weights, fallback="none"
-                    )
-                    images: list = []
-                    start = time.perf_counter()
-                    run_chain(raw.header, raw.acquisitions(), images.append, params)
-                    seconds = time.perf_counter() - start
-                    comparison = compare_with_truth(images, truth)
-                    if comparison is None:
-                        raise RuntimeError(f"{phantom} file {i}: {method} returned no images")
-                    key = (phantom, method)
-                    scores.psnr.setdefault(key, []).append(comparison.mean_psnr)
-                    scores.ssim.setdefault(key, []).append(comparison.mean_ssim)
-                    scores.seconds.setdefault(key, []).append(seconds)
-                    log.info(
-                        "%s %d %s: %.2f dB in %.1f s", phantom, i, method,
-                        comparison.mean_psnr, seconds,
-                    )  # fmt: skip
+                psnr, ssim, seconds = _chain_psnr(path, params)
+                key = (phantom, method)
+                scores.psnr.setdefault(key, []).append(psnr)
+                scores.ssim.setdefault(key, []).append(ssim)
+                scores.seconds.setdefault(key, []).append(seconds)
+                log.info("%s %d %s: %.2f dB in %.1f s", phantom, i, method, psnr, seconds)
     return scores
 
 
@@ -117,7 +172,8 @@ def chain_markdown(scores: ChainScores) -> str:
         f"readout oversampling, correlated coil noise (0.02) with a noise scan, per-frame "
         f"variable-density lines at R = {scores.accel:g} (`passnet simulate --accel "
         f"{scores.accel:g} [--phantom ellipses]`, seeds {FIRST_SEED}..), each reconstructed "
-        "by the replay chain with ESPIRiT maps from the data.",
+        "by the replay chain with ESPIRiT maps from the data (BART: `bart ecalib -m1` maps "
+        "from the same data).",
         "",
         "| phantom | " + " | ".join(methods) + " |",
         "|---" * (len(methods) + 1) + "|",
@@ -132,7 +188,7 @@ def chain_markdown(scores: ChainScores) -> str:
         others = [m for m in methods if m != "passnet"]
         lines += [
             "",
-            "PASSNet minus each method, PSNR mean over files [95 % CI, from 2 files]:",
+            f"PASSNet minus each method, PSNR mean over files [95 % CI, from {n} files]:",
             "",
         ]
         lines += ["| phantom | " + " | ".join(others) + " |", "|---" * (len(others) + 1) + "|"]
@@ -145,6 +201,15 @@ def chain_markdown(scores: ChainScores) -> str:
                 interval = f" [{low:+.2f}, {high:+.2f}]" if np.isfinite(low) else ""
                 cells.append(f"{mean:+.2f}{interval}")
             lines.append(f"| {phantom} | " + " | ".join(cells) + " |")
+    if scores.bart_lambda is not None:
+        tuning = sorted(scores.bart_tuning.items())
+        tried = ", ".join(f"{lam:g}: {psnr:.2f}" for lam, psnr in tuning)
+        lines += [
+            "",
+            f"BART `pics -R L:7:7:lambda -i 100`: lambda {scores.bart_lambda:g}, the best mean "
+            f"PSNR on validation files of both phantoms (seeds {VALIDATION_SEED}.., disjoint "
+            f"from the test files; dB per lambda: {tried}).",
+        ]
     seconds = {m: np.mean([np.mean(scores.seconds[(p, m)]) for p in PHANTOMS]) for m in methods}
     lines += [
         "",

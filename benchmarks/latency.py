@@ -30,7 +30,7 @@ DEFAULT_SIZES: tuple[Size, ...] = ((16, 128, 128, 1), (20, 128, 128, 8), (30, 19
 #: tiny sizes for the smoke test (``--quick``)
 QUICK_SIZES: tuple[Size, ...] = ((4, 24, 20, 1), (4, 24, 20, 3))
 #: BART locally-low-rank regularisation, the issue's parameters
-BART_LLR_ARGS = ("-R", "L:7:7:0.003", "-i", "100")
+BART_LLR_REGULARISER, BART_LLR_ITERS = "L:7:7:0.003", 100
 METHODS = ("PASSNet", "PASSNet uniform SVT", "L+S", "BART LLR")
 
 # torch.profiler operator names (lower case) -> breakdown category, first match wins
@@ -112,24 +112,15 @@ def build_models(n_stages: int, device: torch.device) -> tuple[PASSNet, PASSNet]
 def bart_llr(case: SliceCase) -> torch.Tensor:
     """BART ``pics`` with locally-low-rank regularisation; returns ``(1, T, H, W)``.
 
-    BART axes: 0 readout (W), 1 phase (H), 3 coil, 10 time; single-coil uses maps of ones.
+    Single-coil cases use maps of ones.
     """
     k = case.kspace[0].numpy()
     if case.coil_maps is None:
         k, maps = k[None], np.ones((1, *k.shape[-2:]), np.complex64)
     else:
         maps = case.coil_maps[0].numpy()
-    c, t, h, w = k.shape
-    k_bart = k.transpose(3, 2, 0, 1).reshape(w, h, 1, c, *(1,) * 6, t)
-    pattern = case.mask.numpy().astype(np.complex64).transpose(2, 1, 0)
-    pattern = pattern.reshape(w, h, *(1,) * 8, t)
-    maps_bart = maps.transpose(2, 1, 0).reshape(w, h, 1, c)
-    out = bart.run_bart(
-        ["pics", "-d0", "-S", *BART_LLR_ARGS, "-p", "pattern", "kspace", "maps", "image"],
-        {"kspace": k_bart, "pattern": pattern, "maps": maps_bart},
-        ["image"],
-    )["image"]
-    return torch.from_numpy(np.ascontiguousarray(out.reshape(w, h, t).transpose(2, 1, 0)))[None]
+    mask = case.mask.numpy().reshape(k.shape[1:])
+    return torch.from_numpy(bart.pics(k, mask, maps, BART_LLR_REGULARISER, BART_LLR_ITERS))[None]
 
 
 def stage_breakdown(model: PASSNet, case: SliceCase, device: torch.device) -> dict[str, float]:

@@ -33,7 +33,9 @@ FRAME_DIMENSIONS = ("phase", "repetition", "auto")  # acquisition counter of the
 OUTPUTS = ("magnitude", "complex")
 COIL_MAP_METHODS = ("espirit", "walsh")
 FALLBACKS = ("zero_filled", "none")
-METHODS = ("passnet", "lplus_s", "llr", "zero_filled")
+METHODS = ("passnet", "lplus_s", "llr", "zero_filled", "bart_llr")
+# BART pics LLR weight (bart_llr): the median best of the tuning in docs/evaluation.md
+DEFAULT_BART_LAMBDA = 0.005
 # Slice limits: a slice's C*T*H*W (8 bytes each, complex64) and the distinct lines it buffers.
 DEFAULT_MAX_MATRIX_ELEMENTS = 64 * 1024 * 1024
 DEFAULT_MAX_LINES_PER_SLICE = 128 * 1024
@@ -85,8 +87,11 @@ class ChainParams:
         slice fails instead.
     method
         ``"passnet"`` (the product), or the classical ``"lplus_s"`` (L+S), ``"llr"`` (locally
-        low rank, PASSNet's warm start) or ``"zero_filled"`` for a side-by-side comparison on the
-        same data.
+        low rank, PASSNet's warm start), ``"zero_filled"`` or ``"bart_llr"`` (BART's
+        ``pics -R L:7:7:lambda``, 100 iterations, with ``bart ecalib`` maps from the same data;
+        needs the ``bart`` command) for a side-by-side comparison on the same data.
+    bart_lambda
+        LLR weight of ``bart_llr`` (BART's own data scaling).
     """
 
     weights: str | None = None
@@ -100,6 +105,7 @@ class ChainParams:
     coil_map_method: str = "espirit"
     fallback: str = "zero_filled"
     method: str = "passnet"
+    bart_lambda: float = DEFAULT_BART_LAMBDA
 
     def __post_init__(self) -> None:
         choices = {
@@ -115,6 +121,8 @@ class ChainParams:
         for name in ("max_matrix_elements", "max_lines_per_slice"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if not self.bart_lambda > 0:
+            raise ValueError(f"bart_lambda must be positive, got {self.bart_lambda}")
         if self.scale is not None and not self.scale > 0:
             raise ValueError(f"scale must be positive, got {self.scale}")
         if not isinstance(self.device, str) or not self.device:

@@ -70,9 +70,10 @@ METHOD_LABELS = {
     "lplus_s": "L+S",
     "llr": "LLR",
     "zero_filled": "zero-filled",
+    "bart_llr": "BART LLR",
 }
 # DICOM SeriesNumber = 100 * the scanner's initialSeriesNumber (1 if absent) + this.
-_METHOD_SERIES_OFFSET = {"passnet": 1, "lplus_s": 2, "zero_filled": 3, "llr": 4}
+_METHOD_SERIES_OFFSET = {"passnet": 1, "lplus_s": 2, "zero_filled": 3, "llr": 4, "bart_llr": 5}
 _UINT16_MAX = 65535.0
 _ERROR_GAIN = 5.0  # |error| panels use a 5x narrower range than the images
 

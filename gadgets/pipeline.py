@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 # Automatic output scaling: the slice's largest magnitude becomes this value (a 12-bit range,
 # what scanner DICOM viewers expect); the images stay float32.
 AUTO_SCALE_MAX = 4095.0
+BART_MISSING = (
+    "method bart_llr needs the BART command-line tools ('bart' on PATH; Debian/Ubuntu: "
+    "apt-get install bart)"
+)
 
 
 class ReconEngine:
@@ -45,6 +49,7 @@ class ReconEngine:
         params = params or ChainParams()
         self.weights, self.device = params.weights, params.device
         self.fallback, self.method = params.fallback, params.method
+        self.bart_lambda = params.bart_lambda
         self._model: PASSNet | None = None
         self.load_error: str | None = None
 
@@ -70,6 +75,14 @@ class ReconEngine:
         """``(C, T, H, W)`` k-space -> ``((T, H, W)`` complex64 images, image comment)``."""
         if self.method == "zero_filled":
             return zero_filled_sense(kspace, mask, coil_maps), "zero-filled SENSE"
+        if self.method == "bart_llr":
+            from passnet_core import bart
+
+            if coil_maps is None:
+                coil_maps = np.ones((1, *kspace.shape[-2:]), np.complex64)
+                kspace = kspace[:1]
+            pics = bart.pics(kspace, mask, coil_maps, f"L:7:7:{self.bart_lambda:g}")
+            return pics, f"BART pics LLR (lambda {self.bart_lambda:g})"
         if self.method in ("lplus_s", "llr"):
             from passnet_core.baselines import llr, lplus_s
 
@@ -131,6 +144,30 @@ def estimate_maps(slice_data: SliceData, method: str = "espirit") -> np.ndarray 
     return maps.numpy()
 
 
+def bart_maps(slice_data: SliceData) -> np.ndarray | None:
+    """``bart ecalib -m1`` maps ``(C, H, W)`` from the slice's calibration; ``None`` for one coil.
+
+    Where ``ecalib`` finds no calibration region (too few central lines), the chain's own maps
+    (:func:`estimate_maps`) stand in, with a warning.
+
+    Raises
+    ------
+    RuntimeError
+        ``bart`` is not installed (with how to get it) or failed.
+    """
+    from passnet_core import bart
+
+    if slice_data.kspace.shape[0] == 1:
+        return None
+    if not bart.available():
+        raise RuntimeError(BART_MISSING)
+    try:
+        return bart.ecalib(slice_data.calibration, max(slice_data.calib_lines, 4))
+    except RuntimeError as exc:
+        log.warning("slice %d: %s; using the chain's own maps", slice_data.slice_index, exc)
+        return estimate_maps(slice_data)
+
+
 def centre_crop(images: np.ndarray, h: int, w: int) -> np.ndarray:
     """Central ``(h, w)`` of the last two axes (recon matrix smaller than encoded)."""
     hh, ww = images.shape[-2:]
@@ -170,7 +207,10 @@ def reconstruct_slice(
     """
     output, scale = params.output, params.scale
     t0 = time.perf_counter()
-    maps = estimate_maps(slice_data, params.coil_map_method)
+    if params.method == "bart_llr":  # BART's own maps, as a BART user would compute them
+        maps = bart_maps(slice_data)
+    else:
+        maps = estimate_maps(slice_data, params.coil_map_method)
     t1 = time.perf_counter()
     images, comment = engine.reconstruct(slice_data.kspace, slice_data.mask, maps)
     t2 = time.perf_counter()

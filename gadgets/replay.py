@@ -29,6 +29,7 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,8 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--method",
         choices=tuple(METHOD_OPTIONS),
         help="passnet (the network), lplus-s (classical low-rank + sparse), llr (classical "
-        "locally low rank, the network's warm start) or zero-filled "
-        "(zero-filled SENSE, A^H d) for a side-by-side comparison on the same file "
+        "locally low rank, the network's warm start), zero-filled "
+        "(zero-filled SENSE, A^H d) or bart-llr (BART pics LLR with bart ecalib maps; needs "
+        "the bart command) for a side-by-side comparison on the same file "
         "(default: passnet, or the method set in --config)",
     )
     parser.add_argument(
@@ -244,6 +246,11 @@ def run(args: argparse.Namespace) -> int:
         params = params_from_args(args)
         if getattr(args, "method", None) is not None:
             params = dataclasses.replace(params, method=METHOD_OPTIONS[args.method])
+        if params.method == "bart_llr" and shutil.which("bart") is None:
+            raise ValueError(
+                "--method bart-llr needs the BART command-line tools ('bart' on PATH; "
+                "Debian/Ubuntu: apt-get install bart)"
+            )
     except (ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2
@@ -436,6 +443,8 @@ def reconstruction_key(params: ChainParams) -> str:
         f"coil_maps={params.coil_map_method}",
         f"frames={params.frame_dimension}",
     ]
+    if params.method == "bart_llr":
+        parts.append(f"bart_lambda={params.bart_lambda:g}")
     if params.method == "passnet":
         parts.append(f"weights={_weights_digest(params.weights)}")
     return ";".join(parts)

@@ -104,3 +104,45 @@ def run_bart(
         if proc.returncode != 0:
             raise RuntimeError(f"bart {' '.join(map(str, args))} failed: {proc.stderr.strip()}")
         return {name: read_cfl(Path(tmp) / name) for name in outputs}
+
+
+def pics(
+    kspace: np.ndarray,
+    mask: np.ndarray,
+    maps: np.ndarray,
+    regulariser: str,
+    iterations: int = 100,
+) -> np.ndarray:
+    """``bart pics`` of one slice: ``(C, T, H, W)`` k-space, ``(T, H, W)`` mask, ``(C, H, W)``
+    maps -> ``(T, H, W)`` complex64 images.
+
+    Runs ``pics -d0 -S -R REGULARISER -i ITERATIONS`` (``-S``: images in the data's scale)
+    with the frames on BART's time axis (10); BART's axes are 0 readout (W), 1 phase (H),
+    3 coil. ``regulariser`` is BART's ``-R`` text, e.g. ``"L:7:7:0.005"`` for locally low rank
+    over space and time.
+    """
+    c, t, h, w = kspace.shape
+    k_b = np.zeros((w, h, 1, c) + (1,) * 6 + (t,), np.complex64)
+    k_b[:, :, 0, :, 0, 0, 0, 0, 0, 0, :] = kspace.transpose(3, 2, 0, 1)
+    pattern = np.zeros((w, h) + (1,) * 8 + (t,), np.complex64)
+    pattern[:, :, 0, 0, 0, 0, 0, 0, 0, 0, :] = np.asarray(mask).transpose(2, 1, 0)
+    sens = np.asarray(maps).transpose(2, 1, 0)[:, :, None, :]
+    args = ["pics", "-d0", "-S", "-R", regulariser, "-i", str(int(iterations))]
+    out = run_bart(
+        [*args, "-p", "pattern", "kspace", "sens", "image"],
+        {"kspace": k_b, "pattern": pattern, "sens": sens},
+        ["image"],
+    )["image"]
+    return np.ascontiguousarray(out.reshape(w, h, t).transpose(2, 1, 0)).astype(np.complex64)
+
+
+def ecalib(calibration: np.ndarray, calib_lines: int = 24) -> np.ndarray:
+    """ESPIRiT maps by ``bart ecalib -m1``: ``(C, H, W)`` k-space (the ACS block fully
+    sampled) -> ``(C, H, W)`` complex64 maps (one set, BART's default thresholds)."""
+    c, h, w = calibration.shape
+    k_b = np.asarray(calibration, np.complex64).transpose(2, 1, 0)[:, :, None, :]
+    region = max(4, min(int(calib_lines), h, w))
+    maps = run_bart(
+        ["ecalib", "-m1", "-r", str(region), "kspace", "maps"], {"kspace": k_b}, ["maps"]
+    )
+    return np.ascontiguousarray(maps["maps"].reshape(w, h, c).transpose(2, 1, 0))

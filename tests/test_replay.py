@@ -323,7 +323,7 @@ def test_help_documents_every_option_with_default_and_values(capsys):
                    "--png", "--dicom", "--nifti", "--no-progress"):  # fmt: skip
         assert option in text, option
     assert text.count("(default:") >= 9  # every option but the required --out
-    for values in ("{passnet,lplus-s,llr,zero-filled}", "auto, cpu, cuda or cuda:N",
+    for values in ("{passnet,lplus-s,llr,zero-filled,bart-llr}", "auto, cpu, cuda or cuda:N",
                    "{auto,phase,repetition}", "default: passnet", "default: auto"):  # fmt: skip
         assert values in text, values
 
@@ -337,3 +337,26 @@ def test_importing_replay_loads_only_the_standard_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_bart_llr_reconstructs_through_the_chain_or_says_what_is_missing(tmp_path, cine_file):
+    """``--method bart-llr``: BART's pics LLR with ecalib maps, where ``bart`` is installed."""
+    import shutil
+
+    import ismrmrd
+
+    out = tmp_path / "bart.h5"
+    if shutil.which("bart") is None:
+        assert main(["recon", str(cine_file), "--out", str(out), "--method", "bart-llr"]) == 2
+        assert not out.exists()
+        return
+    assert main(["recon", str(cine_file), "--out", str(out), "--method", "bart-llr"]) == 0
+    dataset = ismrmrd.Dataset(str(out), "dataset", create_if_needed=False)
+    try:
+        image = dataset.read_image("image_1", 0)
+        assert dataset.number_of_images("image_1") == 8
+    finally:
+        dataset.close()
+    assert ismrmrd.Meta.deserialize(image.attribute_string)["ImageComment"].startswith(
+        "BART pics LLR"
+    )

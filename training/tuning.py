@@ -37,23 +37,9 @@ BART_GRIDS = {
 
 
 def bart_pics(data: CaseData, regulariser: str, iterations: int = BART_ITERS) -> torch.Tensor:
-    """``bart pics`` on one case; BART axes: 0 readout (W), 1 phase (H), 3 coil, 10 time."""
-    k = data.kspace[0].numpy()
-    sens = data.maps[0].numpy()
-    c, t, h, w = k.shape
-    k_b = np.zeros((w, h, 1, c) + (1,) * 6 + (t,), np.complex64)
-    k_b[:, :, 0, :, 0, 0, 0, 0, 0, 0, :] = k.transpose(3, 2, 0, 1)
-    pattern = np.zeros((w, h) + (1,) * 8 + (t,), np.complex64)
-    pattern[:, :, 0, 0, 0, 0, 0, 0, 0, 0, :] = data.mask.numpy().transpose(2, 1, 0)
-    sens_b = sens.transpose(2, 1, 0)[:, :, None, :]
-    args = ["pics", "-d0", "-S", "-R", regulariser, "-i", str(iterations)]
-    out = bart.run_bart(
-        [*args, "-p", "pattern", "kspace", "sens", "image"],
-        {"kspace": k_b, "pattern": pattern, "sens": sens_b},
-        ["image"],
-    )["image"]
-    image = out.reshape(w, h, t).transpose(2, 1, 0)
-    return torch.from_numpy(np.ascontiguousarray(image))[None]
+    """``bart pics`` (:func:`passnet_core.bart.pics`) on one case -> ``(1, T, H, W)``."""
+    k, sens, mask = data.kspace[0].numpy(), data.maps[0].numpy(), data.mask.numpy()
+    return torch.from_numpy(bart.pics(k, mask, sens, regulariser, iterations))[None]
 
 
 def case_psnr(recon: torch.Tensor, data: CaseData) -> float:
