@@ -21,6 +21,7 @@ from passnet_core.masks import parse_mask_name
 from passnet_core.model import PASSNetConfig
 
 DATA_SOURCES = ("synthetic", "ocmr", "cmrxrecon")
+ACQUISITIONS = ("ideal", "chain")
 COIL_MODES = ("single", "multi")
 CROP_MODES = ("multires", "fixed")
 DEVICES = ("auto", "cpu", "cuda")
@@ -37,7 +38,10 @@ class DataConfig:
     validation uses one ``fixed_size`` crop from the middle of each volume. ``n_coils`` may be a
     list: each synthetic volume draws its coil count from it. ``noise_levels`` ``[low, high]``
     is the range of the k-space noise standard deviation relative to the volume's peak
-    (``passnet simulate`` writes 0.02), drawn per training item.
+    (``passnet simulate`` writes 0.02), drawn per training item. ``acquisition``: ``ideal``
+    (true coil maps, white noise) or ``chain`` (correlated noise prewhitened with an estimated
+    covariance and coil maps estimated from the undersampled data, as ``passnet recon`` feeds
+    the network: :class:`training.data.ChainCropDataset`; needs ``coil_mode: multi``).
     """
 
     source: str = "synthetic"
@@ -54,6 +58,7 @@ class DataConfig:
     n_val: int = 16
     seed: int = 0
     noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    acquisition: str = "ideal"
 
 
 LOSSES = ("mse", "rel_l2")
@@ -85,7 +90,8 @@ class OptimConfig:
 
 @dataclass
 class RunConfig:
-    """Output, device and logging settings."""
+    """Output, device and logging settings; ``init_weights``: start from this weights file
+    (same architecture as ``model``) instead of a fresh initialisation."""
 
     out_dir: str = "runs/passnet"
     device: str = "auto"
@@ -94,6 +100,7 @@ class RunConfig:
     image_every: int = 200
     max_steps_per_epoch: int | None = None
     num_workers: int = 0
+    init_weights: str | None = None
 
 
 @dataclass
@@ -194,6 +201,9 @@ def _validate(cfg: TrainConfig) -> None:
     d, o, r = cfg.data, cfg.optim, cfg.run
     _check_choice("data.source", d.source, DATA_SOURCES)
     _check_choice("data.coil_mode", d.coil_mode, COIL_MODES)
+    _check_choice("data.acquisition", d.acquisition, ACQUISITIONS)
+    if d.acquisition == "chain" and d.coil_mode != "multi":
+        raise ValueError("data.acquisition: chain needs data.coil_mode: multi")
     _check_choice("data.crop_mode", d.crop_mode, CROP_MODES)
     _check_choice("run.device", r.device, DEVICES)
     _check_choice("optim.loss", o.loss, LOSSES)

@@ -344,3 +344,79 @@ def collate_cine(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor
             )
         out[key] = torch.stack([item[key] for item in batch])
     return out
+
+
+# Noise samples of the one noise scan `passnet simulate` writes (2x-oversampled readout of a
+# 128 matrix): the chain estimates its prewhitening from that many samples.
+CHAIN_NOISE_SAMPLES = 256
+
+
+class ChainCropDataset(CineCropDataset):
+    """Crops as the replay chain feeds them to the network (``data.acquisition: chain``).
+
+    Where :class:`CineCropDataset` gives the network the true coil maps and white noise, each
+    item here goes through what a scanner records and what the chain then estimates:
+
+    - correlated receiver noise (a random coil covariance, ``noise_levels`` of the peak) on the
+      acquired samples, and a noise scan of :data:`CHAIN_NOISE_SAMPLES` samples;
+    - prewhitening with the covariance *estimated* from that scan
+      (:func:`gadgets.assembly.noise_covariance`, :func:`~gadgets.assembly.prewhitening_matrix`);
+    - coil maps *estimated* from the undersampled data's time average by the chain's own code
+      (:func:`gadgets.pipeline.estimate_maps`: ESPIRiT, Walsh where the centre is too small).
+
+    The target is what the chain's SENSE combination gives for noise-free, fully sampled data:
+    the prewhitened coil images ``W S rho`` combined with the estimated maps, so target and data
+    agree under the network's own forward model; ``passnet recon`` scores against the same
+    weighting (``|W S|``). Readout oversampling is not simulated: removing it by the chain's
+    FFT crop leaves white noise white at the same level.
+    """
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        from gadgets.assembly import SliceData, central_run, noise_covariance, prewhitening_matrix
+        from gadgets.pipeline import estimate_maps
+        from training.simulate import random_coil_covariance
+
+        i, (t0, y0, x0, ft, hs, ws) = self.index[k]
+        sample = self._sample(i)
+        if sample.coil_maps is None:
+            raise ValueError("data.acquisition: chain needs multi-coil samples (coil_mode: multi)")
+        rho = sample.target[t0 : t0 + ft, y0 : y0 + hs, x0 : x0 + ws].astype(np.complex64)
+        maps = sample.coil_maps[:, y0 : y0 + hs, x0 : x0 + ws].astype(np.complex64)
+        rng = self._rng(k)
+        mask = self._mask(rng, (ft, hs, ws)).numpy().astype(np.float32)
+        c = maps.shape[0]
+        coil_images = maps[:, None] * rho[None]  # (C, T, H, W)
+        sigma = rng.uniform(*self.noise_levels) * float(np.abs(sample.target).max())
+        chol = np.linalg.cholesky(random_coil_covariance(c, rng)) * max(sigma, 1e-6)
+
+        def coloured(n: int) -> np.ndarray:
+            white = rng.standard_normal((c, n)) + 1j * rng.standard_normal((c, n))
+            return chol @ (white / np.sqrt(2))
+
+        kspace = fft2c(torch.from_numpy(coil_images)).numpy()
+        kspace = (kspace + coloured(kspace[0].size).reshape(kspace.shape)) * mask[None]
+        whitening = prewhitening_matrix(noise_covariance([coloured(CHAIN_NOISE_SAMPLES)]))
+        kspace = np.einsum("ij,jthw->ithw", whitening, kspace).astype(np.complex64)
+        truth = np.einsum("ij,jthw->ithw", whitening, coil_images).astype(np.complex64)
+        count = np.maximum(mask.sum(axis=0), 1)
+        calibration = (kspace.sum(axis=1) / count[None]).astype(np.complex64)
+        slice_data = SliceData(
+            kspace=kspace, mask=mask, calibration=calibration, reference=[], slice_index=0,
+            field_of_view=(1.0, 1.0, 1.0), recon_matrix=(ws, hs),
+            calib_lines=central_run(mask.max(axis=(0, 2)) > 0),
+        )  # fmt: skip
+        estimated = estimate_maps(slice_data)
+        assert estimated is not None  # multi-coil
+        target = torch.from_numpy((truth * estimated.conj()[:, None]).sum(axis=0))
+        maps_t = torch.from_numpy(estimated.astype(np.complex64))
+        mask_t = torch.from_numpy(mask)
+        kspace_t = torch.from_numpy(kspace)
+        op = EncodingOp(mask_t, maps_t[None])
+        scale = op.adjoint(kspace_t[None]).abs().max().clamp(min=torch.finfo(torch.float32).tiny)
+        return {
+            "kspace": kspace_t / scale,
+            "mask": mask_t,
+            "target": target / scale,
+            "scale": scale.to(torch.float32),
+            "coil_maps": maps_t,
+        }

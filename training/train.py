@@ -41,7 +41,7 @@ from passnet_core import metrics
 from passnet_core.inference import resolve_device
 from passnet_core.model import PASSNet
 from passnet_core.operators import EncodingOp
-from passnet_core.weights import save_weights
+from passnet_core.weights import load_weights, save_weights
 from training.cli_args import train_arguments
 from training.config import TrainConfig, load_config
 from training.data import collate_cine
@@ -169,12 +169,12 @@ def _sources(cfg: TrainConfig) -> tuple[Sequence[Any], Sequence[Any]]:
 
 def make_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     """Training crops (fresh masks each step) and one fixed-mask validation crop per volume."""
-    from training.data import CineCropDataset
+    from training.data import ChainCropDataset, CineCropDataset
 
     d = cfg.data
     train_source, val_source = _sources(cfg)
     crops = functools.partial(  # what training and validation crops share
-        CineCropDataset,
+        ChainCropDataset if d.acquisition == "chain" else CineCropDataset,
         frames=d.frames,
         masks=d.masks,
         use_coil_maps=d.coil_mode == "multi",
@@ -481,6 +481,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
     _seed_everything(cfg.data.seed)
     model = PASSNet(cfg.model).to(ctx.device)
+    if cfg.run.init_weights:
+        initial = load_weights(cfg.run.init_weights, map_location="cpu")
+        if initial.config != cfg.model:
+            raise ValueError(
+                f"run.init_weights {cfg.run.init_weights}: its model {initial.config} differs from "
+                f"the configured {cfg.model}"
+            )
+        model.load_state_dict(initial.state_dict())
     beta1, beta2 = cfg.optim.betas  # exactly two (checked by training.config)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.optim.lr, betas=(beta1, beta2), eps=cfg.optim.eps
