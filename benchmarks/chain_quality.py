@@ -29,11 +29,14 @@ from training.simulate import simulate_cine
 log = logging.getLogger(__name__)
 
 PHANTOMS = ("cardiac", "ellipses")
-METHODS = ("zero-filled", "lplus-s", "llr", "bart-llr", "passnet")
+METHODS = ("zero-filled", "lplus-s", "llr", "bart-llr", "bart-llr-chain-maps", "passnet")
+# Bench names beyond `passnet recon --method`: BART with the chain's own ESPIRiT maps
+VARIANTS = {"bart-llr-chain-maps": {"method": "bart_llr", "bart_maps": "chain"}}
+BART_METHODS = ("bart-llr", "bart-llr-chain-maps")
 FIRST_SEED = 9_000_001  # far from the seeds of training (0.., 1e6..) and evaluation (7e6..)
 # BART's lambda is tuned on these files, disjoint from the test files (FIRST_SEED..)
 VALIDATION_SEED = 9_500_001
-BART_GRID = (0.002, 0.005, 0.01, 0.02, 0.05)
+BART_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 SHAPE = (20, 128, 128, 8)  # frames, H, W, coils: passnet simulate's defaults
 QUICK_SHAPE = (4, 32, 32, 2)
 
@@ -44,8 +47,8 @@ class ChainScores:
 
     accel: float
     shape: tuple[int, int, int, int]
-    bart_lambda: float | None = None
-    bart_tuning: dict[float, float] = field(default_factory=dict)  # lambda -> validation PSNR
+    bart_lambda: dict[str, float] = field(default_factory=dict)  # BART method -> lambda
+    bart_tuning: dict[str, dict[float, float]] = field(default_factory=dict)  # -> lambda -> dB
     psnr: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     ssim: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     seconds: dict[tuple[str, str], list[float]] = field(default_factory=dict)
@@ -82,11 +85,18 @@ def _chain_psnr(path: Path, params: ChainParams) -> tuple[float, float, float]:
     return comparison.mean_psnr, comparison.mean_ssim, seconds
 
 
+def _params(method: str, **settings: object) -> ChainParams:
+    """The chain settings of a bench method name."""
+    chosen = VARIANTS.get(method, {"method": METHOD_OPTIONS.get(method, method)})
+    return ChainParams(**{**chosen, **settings})  # type: ignore[arg-type]
+
+
 def tune_bart_lambda(
     n_files: int,
     accel: float,
     shape: tuple[int, int, int, int] = SHAPE,
     grid: tuple[float, ...] = BART_GRID,
+    method: str = "bart-llr",
 ) -> dict[float, float]:
     """Mean PSNR of BART pics LLR per lambda on validation files (both phantoms pooled).
 
@@ -98,13 +108,13 @@ def tune_bart_lambda(
     with tempfile.TemporaryDirectory(prefix="passnet_bench_bart_") as tmp:
         for phantom, i, path in _files(tmp, VALIDATION_SEED, n_files, accel, shape):
             for lam in grid:
-                params = ChainParams(method="bart_llr", bart_lambda=lam)
+                params = _params(method, bart_lambda=lam)
                 try:
                     psnr, _, _ = _chain_psnr(path, params)
                 except RuntimeError:  # e.g. all-zero images at a far too large lambda
                     psnr = float("nan")
                 scores[lam].append(psnr)
-                log.info("validation %s %d: BART lambda %g: %.2f dB", phantom, i, lam, psnr)
+                log.info("validation %s %d: %s lambda %g: %.2f dB", phantom, i, method, lam, psnr)
     return {lam: float(np.mean(values)) for lam, values in scores.items()}  # NaN: it failed
 
 
@@ -139,19 +149,20 @@ def measure_chain_quality(
     ChainScores
     """
     scores = ChainScores(accel, shape)
-    if "bart-llr" in methods:
-        scores.bart_tuning = tune_bart_lambda(bart_validation_files, accel, shape)
-        finite = {lam: p for lam, p in scores.bart_tuning.items() if np.isfinite(p)}
+    for method in (m for m in methods if m in BART_METHODS):
+        tuning = tune_bart_lambda(bart_validation_files, accel, shape, method=method)
+        finite = {lam: p for lam, p in tuning.items() if np.isfinite(p)}
         if not finite:
-            raise RuntimeError(f"BART gave no usable images at any lambda of {BART_GRID}")
-        scores.bart_lambda = max(finite, key=lambda lam: finite[lam])
+            raise RuntimeError(f"{method} gave no usable images at any lambda of {BART_GRID}")
+        scores.bart_tuning[method] = tuning
+        scores.bart_lambda[method] = max(finite, key=lambda lam: finite[lam])
     with tempfile.TemporaryDirectory(prefix="passnet_bench_chain_") as tmp:
         for phantom, i, path in _files(tmp, FIRST_SEED, n_files, accel, shape):
             for method in methods:
                 # no zero-filled stand-in: a network that cannot run must fail the bench
-                params = ChainParams(
-                    method=METHOD_OPTIONS[method], weights=weights, fallback="none",
-                    bart_lambda=scores.bart_lambda or DEFAULT_BART_LAMBDA,
+                params = _params(
+                    method, weights=weights, fallback="none",
+                    bart_lambda=scores.bart_lambda.get(method, DEFAULT_BART_LAMBDA),
                 )  # fmt: skip
                 psnr, ssim, seconds = _chain_psnr(path, params)
                 key = (phantom, method)
@@ -201,14 +212,14 @@ def chain_markdown(scores: ChainScores) -> str:
                 interval = f" [{low:+.2f}, {high:+.2f}]" if np.isfinite(low) else ""
                 cells.append(f"{mean:+.2f}{interval}")
             lines.append(f"| {phantom} | " + " | ".join(cells) + " |")
-    if scores.bart_lambda is not None:
-        tuning = sorted(scores.bart_tuning.items())
-        tried = ", ".join(f"{lam:g}: {psnr:.2f}" for lam, psnr in tuning)
+    for method, lam in scores.bart_lambda.items():
+        tried = ", ".join(f"{k:g}: {p:.2f}" for k, p in sorted(scores.bart_tuning[method].items()))
+        maps = "the chain's ESPIRiT maps" if method in VARIANTS else "`bart ecalib -m1` maps"
         lines += [
             "",
-            f"BART `pics -R L:7:7:lambda -i 100`: lambda {scores.bart_lambda:g}, the best mean "
-            f"PSNR on validation files of both phantoms (seeds {VALIDATION_SEED}.., disjoint "
-            f"from the test files; dB per lambda: {tried}).",
+            f"{method}: BART `pics -R L:7:7:lambda -i 100` with {maps}; lambda {lam:g}, the best "
+            f"mean PSNR on validation files of both phantoms (seeds {VALIDATION_SEED}.., "
+            f"disjoint from the test files; dB per lambda: {tried}).",
         ]
     seconds = {m: np.mean([np.mean(scores.seconds[(p, m)]) for p in PHANTOMS]) for m in methods}
     lines += [

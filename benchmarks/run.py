@@ -223,7 +223,8 @@ def _chain(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str]:
     weights = None if args.weights is None else str(args.weights)
     # --quick's 4 x 32 x 32 files are too small for bart ecalib: BART only at full size
     no_bart = args.no_bart or args.quick
-    methods = tuple(m for m in chain_quality.METHODS if not (no_bart and m == "bart-llr"))
+    bart = chain_quality.BART_METHODS
+    methods = tuple(m for m in chain_quality.METHODS if not (no_bart and m in bart))
     tables = []
     for accel in args.chain_accel:
         scores = chain_quality.measure_chain_quality(

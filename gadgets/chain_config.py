@@ -36,6 +36,7 @@ FALLBACKS = ("zero_filled", "none")
 METHODS = ("passnet", "lplus_s", "llr", "zero_filled", "bart_llr")
 # BART pics LLR weight (bart_llr): the median best of the tuning in docs/evaluation.md
 DEFAULT_BART_LAMBDA = 0.005
+BART_MAPS = ("ecalib", "chain")
 # Slice limits: a slice's C*T*H*W (8 bytes each, complex64) and the distinct lines it buffers.
 DEFAULT_MAX_MATRIX_ELEMENTS = 64 * 1024 * 1024
 DEFAULT_MAX_LINES_PER_SLICE = 128 * 1024
@@ -92,6 +93,9 @@ class ChainParams:
         needs the ``bart`` command) for a side-by-side comparison on the same data.
     bart_lambda
         LLR weight of ``bart_llr`` (BART's own data scaling).
+    bart_maps
+        Coil maps of ``bart_llr``: ``"ecalib"`` (``bart ecalib -m1``, what a BART user runs)
+        or ``"chain"`` (the chain's own ESPIRiT maps, as every other method uses).
     """
 
     weights: str | None = None
@@ -106,6 +110,7 @@ class ChainParams:
     fallback: str = "zero_filled"
     method: str = "passnet"
     bart_lambda: float = DEFAULT_BART_LAMBDA
+    bart_maps: str = "ecalib"
 
     def __post_init__(self) -> None:
         choices = {
@@ -114,6 +119,7 @@ class ChainParams:
             "coil_map_method": COIL_MAP_METHODS,
             "fallback": FALLBACKS,
             "method": METHODS,
+            "bart_maps": BART_MAPS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

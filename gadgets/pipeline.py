@@ -162,7 +162,10 @@ def bart_maps(slice_data: SliceData) -> np.ndarray | None:
     if not bart.available():
         raise RuntimeError(BART_MISSING)
     try:
-        return bart.ecalib(slice_data.calibration, max(slice_data.calib_lines, 4))
+        # BART's default region (24), smaller where fewer central lines are fully sampled: the
+        # time average of per-frame random lines covers most of k-space, but only sparsely
+        # away from the centre, which is no calibration data (as in estimate_maps)
+        return bart.ecalib(slice_data.calibration, min(24, max(slice_data.calib_lines, 4)))
     except RuntimeError as exc:
         log.warning("slice %d: %s; using the chain's own maps", slice_data.slice_index, exc)
         return estimate_maps(slice_data)
@@ -207,7 +210,7 @@ def reconstruct_slice(
     """
     output, scale = params.output, params.scale
     t0 = time.perf_counter()
-    if params.method == "bart_llr":  # BART's own maps, as a BART user would compute them
+    if params.method == "bart_llr" and params.bart_maps == "ecalib":  # as BART users do
         maps = bart_maps(slice_data)
     else:
         maps = estimate_maps(slice_data, params.coil_map_method)
