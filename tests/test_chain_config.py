@@ -112,6 +112,8 @@ def test_properties_are_a_nodes_own_in_both_forms():
     [
         ({"scale": "abc"}, "cannot read 'abc' as a number"),
         ({"method": "magic"}, "method must be one of"),
+        ({"bart_maps": "sense"}, "bart_maps must be one of"),
+        ({"bart_lambda": "0"}, "bart_lambda must be positive"),
         ({"colour": "red"}, "unknown chain parameter 'colour'"),
         ("<configuration><stream><gadget><classname>FFTGadget</classname></gadget>"
          "</stream></configuration>", "native gadget 'FFTGadget'"),

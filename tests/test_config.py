@@ -34,6 +34,8 @@ def test_defaults_follow_the_paper() -> None:
         ({"optim": {"batch_size": 2}}, r"optim\.batch_size: > 1 needs data\.crop_mode=fixed"),
         ({"training": {}}, r"training: unknown section"),
         ({"optim": [1, 2]}, r"optim: expected a mapping"),
+        ({"data": {"acquisition": "scanner"}}, r"data\.acquisition: 'scanner' is not one of"),
+        ({"data": {"acquisition": "chain"}}, r"data\.acquisition: chain needs .*multi"),
     ],
 )
 def test_bad_values_name_the_key(raw: dict, message: str) -> None:
@@ -59,7 +61,9 @@ def test_round_trip_and_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("name", ["paper_full.yaml", "cpu_default.yaml", "tiny_test.yaml"])
+@pytest.mark.parametrize(
+    "name", ["paper_full.yaml", "cpu_default.yaml", "tiny_test.yaml", "chain_finetune.yaml"]
+)
 def test_shipped_recipes_load(name: str) -> None:
     cfg = load_config(CONFIGS / name)
     assert cfg.optim.epochs >= 1 and cfg.model.n_stages >= 1

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from passnet_core.fft import ifft2c
 from training.data import (
+    ChainCropDataset,
     CineCropDataset,
     CineSample,
     SyntheticCines,
@@ -77,6 +78,36 @@ def test_multi_coil_item_and_forced_single_coil():
     assert float(zf.abs().max()) == pytest.approx(1.0, rel=1e-5)
     single = CineCropDataset([vol], crop_mode="fixed", fixed_size=64, use_coil_maps=False)
     assert "coil_maps" not in single[0] and single[0]["kspace"].ndim == 3
+
+
+def test_chain_items_carry_estimated_maps_and_a_target_consistent_with_them():
+    """data.acquisition: chain: maps estimated from the undersampled crop (not the true ones),
+    prewhitened data, and a target the network's own forward model maps onto the data."""
+    from passnet_core.operators import EncodingOp
+
+    source = SyntheticCines(1, seed=3, coil_mode="multi", n_coils=[6], matrix=96)
+    kwargs = {"crop_mode": "fixed", "fixed_size": 64, "masks": ["equispaced-4"], "train": False}
+    ideal = CineCropDataset(source, **kwargs)
+    noiseless = ChainCropDataset(source, **kwargs)
+    item = noiseless[0]
+    assert item["kspace"].shape == (6, 16, 64, 64) and item["coil_maps"].shape == (6, 64, 64)
+    assert not torch.allclose(item["coil_maps"], ideal[0]["coil_maps"])  # estimated, not true
+    op = EncodingOp(item["mask"], item["coil_maps"][None])
+    assert float(op.adjoint(item["kspace"][None]).abs().max()) == pytest.approx(1.0, rel=1e-5)
+    # without noise the data are the target seen through the estimated maps, up to what the
+    # maps cannot represent (a few percent outside the ESPIRiT support)
+    residual = op.forward(item["target"][None])[0] - item["kspace"]
+    assert float(residual.norm() / item["kspace"].norm()) < 0.1
+    noisy = ChainCropDataset(source, noise_levels=(0.05, 0.05), **kwargs)[0]
+    noisy_residual = (
+        EncodingOp(noisy["mask"], noisy["coil_maps"][None]).forward(noisy["target"][None])[0]
+        - noisy["kspace"]
+    )
+    assert float(noisy_residual.norm() / noisy["kspace"].norm()) > float(
+        residual.norm() / item["kspace"].norm()
+    )
+    with pytest.raises(ValueError, match="multi-coil"):
+        ChainCropDataset([_volume()], **kwargs)[0]
 
 
 def test_training_masks_are_fresh_validation_masks_fixed():
