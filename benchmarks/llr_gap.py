@@ -1,4 +1,5 @@
-"""Where does the project LLR lose to BART ``pics -R L`` in the replay chain? (study script)
+"""Where does the project LLR lose to BART ``pics -R L`` in the replay chain? (study script,
+docs/evaluation.md "Through the whole chain" quotes its results)
 
 For each simulated file: the chain's own ingest (:class:`gadgets.assembly.AcquisitionBuffer`:
 prewhitening, readout oversampling removal) gives one :class:`SliceData`; its calibration
@@ -52,32 +53,14 @@ def ingest(path: Path) -> SliceData:
     return out[0]
 
 
-def ecalib_maps(sd: SliceData, extra: tuple[str, ...] = ()) -> np.ndarray:
-    """BART ``ecalib -m1`` maps ``(C, H, W)`` from the slice's calibration k-space."""
-    c, h, w = sd.calibration.shape
-    k = sd.calibration.transpose(2, 1, 0)[:, :, None, :]
-    out = bart.run_bart(["ecalib", "-m1", *extra, "k", "maps"], {"k": k}, ["maps"])["maps"]
-    return np.ascontiguousarray(out.reshape(w, h, c).transpose(2, 1, 0)).astype(np.complex64)
+def ecalib_maps(sd: SliceData) -> np.ndarray:
+    """BART ``ecalib -m1`` maps ``(C, H, W)`` from the slice's calibration (default region)."""
+    return bart.ecalib(sd.calibration, 24)
 
 
-def bart_llr(
-    sd: SliceData, maps: np.ndarray, lam: float, iters: int = 100, extra: tuple[str, ...] = ()
-) -> np.ndarray:
+def bart_llr(sd: SliceData, maps: np.ndarray, lam: float, iters: int = 100) -> np.ndarray:
     """``bart pics -S -R L:7:7:lam -i iters`` on the slice; ``(T, H, W)`` complex."""
-    k = sd.kspace
-    c, t, h, w = k.shape
-    k_b = np.zeros((w, h, 1, c) + (1,) * 6 + (t,), np.complex64)
-    k_b[:, :, 0, :, 0, 0, 0, 0, 0, 0, :] = k.transpose(3, 2, 0, 1)
-    pattern = np.zeros((w, h) + (1,) * 8 + (t,), np.complex64)
-    pattern[:, :, 0, 0, 0, 0, 0, 0, 0, 0, :] = sd.mask.transpose(2, 1, 0)
-    sens = maps.transpose(2, 1, 0)[:, :, None, :]
-    args = ["pics", "-d0", "-S", "-R", f"L:7:7:{lam}", "-i", str(iters), *extra]
-    out = bart.run_bart(
-        [*args, "-p", "pattern", "kspace", "sens", "image"],
-        {"kspace": k_b, "pattern": pattern, "sens": sens},
-        ["image"],
-    )["image"]
-    return np.ascontiguousarray(out.reshape(w, h, t).transpose(2, 1, 0))
+    return bart.pics(sd.kspace, sd.mask, maps, f"L:7:7:{lam}", iters)
 
 
 def project_llr(
