@@ -34,8 +34,10 @@ OUTPUTS = ("magnitude", "complex")
 COIL_MAP_METHODS = ("espirit", "walsh")
 FALLBACKS = ("zero_filled", "none")
 METHODS = ("passnet", "lplus_s", "llr", "zero_filled", "bart_llr")
-# BART pics LLR weight (bart_llr): the median best of the tuning in docs/evaluation.md
-DEFAULT_BART_LAMBDA = 0.005
+# BART pics LLR weight (bart_llr): what the chain bench's validation files pick at R 6-8 on
+# passnet simulate's default size (docs/evaluation.md); BART's best lambda moves with the
+# matrix and the content, so tune it on your own files
+DEFAULT_BART_LAMBDA = 0.2
 BART_MAPS = ("ecalib", "chain")
 # Slice limits: a slice's C*T*H*W (8 bytes each, complex64) and the distinct lines it buffers.
 DEFAULT_MAX_MATRIX_ELEMENTS = 64 * 1024 * 1024
