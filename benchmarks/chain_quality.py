@@ -183,8 +183,8 @@ def chain_markdown(scores: ChainScores) -> str:
         f"readout oversampling, correlated coil noise (0.02) with a noise scan, per-frame "
         f"variable-density lines at R = {scores.accel:g} (`passnet simulate --accel "
         f"{scores.accel:g} [--phantom ellipses]`, seeds {FIRST_SEED}..), each reconstructed "
-        "by the replay chain with ESPIRiT maps from the data (BART: `bart ecalib -m1` maps "
-        "from the same data).",
+        "by the replay chain with ESPIRiT maps from the data (bart-llr: `bart ecalib -m1` "
+        "maps from the same data).",
         "",
         "| phantom | " + " | ".join(methods) + " |",
         "|---" * (len(methods) + 1) + "|",

@@ -651,8 +651,7 @@ def slices_from_recon_data(
                 kspace = np.ascontiguousarray(vol.transpose(2, 3, 1, 0)).astype(np.complex64)
                 if not np.isfinite(kspace).all():
                     raise ValueError(f"slice {slice_index}: NaN or inf samples")
-                calib = kspace.sum(axis=1)
-                count = (np.abs(kspace).sum(axis=0) > 0).sum(axis=0).astype(np.float32)
+                calib, count = frame_sum(kspace)
                 if bit.ref is not None:
                     ref = np.asarray(bit.ref.data)[:, :, 0, :, :, :, z]
                     ref = ref.reshape(ref.shape[0], ref.shape[1], c, -1).transpose(2, 3, 1, 0)
@@ -690,6 +689,12 @@ def slices_from_recon_data(
             except ValueError as exc:
                 out.append(SliceFailure(slice_index, str(exc)))
     return out
+
+
+def frame_sum(kspace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(C, T, H, W)`` k-space -> its sum over frames ``(C, H, W)`` and, per ``(H, W)``
+    location, how many frames sampled it: their ratio is the calibration time average."""
+    return kspace.sum(axis=1), (np.abs(kspace).sum(axis=0) > 0).sum(axis=0).astype(np.float32)
 
 
 class FrameJoiner:
@@ -738,8 +743,7 @@ class FrameJoiner:
         if len(parts) == 1:
             return parts[0]
         first = parts[0]
-        shapes = {p.kspace.shape[::2] for p in parts}  # (C, H) must agree; W checked below
-        if len(shapes) != 1 or len({p.kspace.shape[3] for p in parts}) != 1:
+        if len({(p.kspace.shape[0], *p.kspace.shape[2:]) for p in parts}) != 1:  # C, H, W
             return SliceFailure(slice_index, "its frames have different sizes and cannot be joined")
         kspace = np.concatenate([p.kspace for p in parts], axis=1)
         calibrations = np.stack([p.calibration for p in parts])

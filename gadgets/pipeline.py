@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 # Automatic output scaling: the slice's largest magnitude becomes this value (a 12-bit range,
 # what scanner DICOM viewers expect); the images stay float32.
 AUTO_SCALE_MAX = 4095.0
-BART_MISSING = (
-    "method bart_llr needs the BART command-line tools ('bart' on PATH; Debian/Ubuntu: "
-    "apt-get install bart)"
-)
 
 
 class ReconEngine:
@@ -159,13 +155,13 @@ def bart_maps(slice_data: SliceData) -> np.ndarray | None:
 
     if slice_data.kspace.shape[0] == 1:
         return None
-    if not bart.available():
-        raise RuntimeError(BART_MISSING)
+    if not bart.available():  # before the fallback below could hide it
+        raise RuntimeError(f"method bart_llr: {bart.NOT_INSTALLED}")
     try:
         # BART's default region (24), smaller where fewer central lines are fully sampled: the
         # time average of per-frame random lines covers most of k-space, but only sparsely
         # away from the centre, which is no calibration data (as in estimate_maps)
-        return bart.ecalib(slice_data.calibration, min(24, max(slice_data.calib_lines, 4)))
+        return bart.ecalib(slice_data.calibration, min(24, slice_data.calib_lines))
     except RuntimeError as exc:
         log.warning("slice %d: %s; using the chain's own maps", slice_data.slice_index, exc)
         return estimate_maps(slice_data)

@@ -247,10 +247,9 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, "method", None) is not None:
             params = dataclasses.replace(params, method=METHOD_OPTIONS[args.method])
         if params.method == "bart_llr" and shutil.which("bart") is None:
-            raise ValueError(
-                "--method bart-llr needs the BART command-line tools ('bart' on PATH; "
-                "Debian/Ubuntu: apt-get install bart)"
-            )
+            from passnet_core.bart import NOT_INSTALLED
+
+            raise ValueError(f"--method bart-llr: {NOT_INSTALLED}")
     except (ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2

@@ -17,6 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+NOT_INSTALLED = (
+    "the BART command-line tools are not installed ('bart' on PATH; Debian/Ubuntu: "
+    "apt-get install bart)"
+)
+
 
 def available() -> bool:
     """True when a ``bart`` executable is on ``PATH``."""
@@ -87,7 +92,7 @@ def run_bart(
         If ``bart`` is missing or exits with an error (its stderr is included).
     """
     if not available():
-        raise RuntimeError("bart is not installed (no 'bart' on PATH)")
+        raise RuntimeError(NOT_INSTALLED)
     with tempfile.TemporaryDirectory(prefix="passnet_bart_") as tmp:
         for name, arr in inputs.items():
             write_cfl(Path(tmp) / name, arr)

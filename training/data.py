@@ -372,7 +372,13 @@ class ChainCropDataset(CineCropDataset):
     """
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        from gadgets.assembly import SliceData, central_run, noise_covariance, prewhitening_matrix
+        from gadgets.assembly import (
+            SliceData,
+            central_run,
+            frame_sum,
+            noise_covariance,
+            prewhitening_matrix,
+        )
         from gadgets.pipeline import estimate_maps
         from training.simulate import random_coil_covariance
 
@@ -398,8 +404,8 @@ class ChainCropDataset(CineCropDataset):
         whitening = prewhitening_matrix(noise_covariance([coloured(CHAIN_NOISE_SAMPLES)]))
         kspace = np.einsum("ij,jthw->ithw", whitening, kspace).astype(np.complex64)
         truth = np.einsum("ij,jthw->ithw", whitening, coil_images).astype(np.complex64)
-        count = np.maximum(mask.sum(axis=0), 1)
-        calibration = (kspace.sum(axis=1) / count[None]).astype(np.complex64)
+        total, count = frame_sum(kspace)
+        calibration = (total / np.maximum(count, 1)).astype(np.complex64)
         slice_data = SliceData(
             kspace=kspace, mask=mask, calibration=calibration, reference=[], slice_index=0,
             field_of_view=(1.0, 1.0, 1.0), recon_matrix=(ws, hs),
