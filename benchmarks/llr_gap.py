@@ -11,7 +11,7 @@ output step (centre crop, display scaling, :func:`gadgets.images.build_images`) 
 
 Usage::
 
-    OMP_NUM_THREADS=1 python -m benchmarks.llr_gap --out /tmp/llr_gap --accel 6 --files 3
+    OMP_NUM_THREADS=1 python -m benchmarks.llr_gap --out llr_gap_results --accel 6 --files 3
 """
 
 from __future__ import annotations
