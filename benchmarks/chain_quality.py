@@ -21,7 +21,8 @@ import numpy as np
 
 from gadgets.chain import ChainParams, run_chain
 from gadgets.chain_config import DEFAULT_BART_LAMBDA
-from gadgets.replay import METHOD_OPTIONS, METRICS_CONVENTION, compare_with_truth, read_truth
+from gadgets.replay import METRICS_CONVENTION, compare_with_truth, read_truth
+from passnet_core import methods as registry
 from passnet_core.ismrmrd_io import read_raw
 from training.eval_report import paired_ci
 from training.simulate import simulate_cine
@@ -30,9 +31,7 @@ log = logging.getLogger(__name__)
 
 PHANTOMS = ("cardiac", "ellipses")
 METHODS = ("zero-filled", "lplus-s", "llr", "bart-llr", "bart-llr-chain-maps", "passnet")
-# Bench names beyond `passnet recon --method`: BART with the chain's own ESPIRiT maps
-VARIANTS = {"bart-llr-chain-maps": {"method": "bart_llr", "bart_maps": "chain"}}
-BART_METHODS = ("bart-llr", "bart-llr-chain-maps")
+BART_METHODS = tuple(m for m in METHODS if registry.get(m).kind == "bart")
 FIRST_SEED = 9_000_001  # far from the seeds of training (0.., 1e6..) and evaluation (7e6..)
 # BART's lambda is tuned on these files, disjoint from the test files (FIRST_SEED..)
 VALIDATION_SEED = 9_500_001
@@ -87,8 +86,7 @@ def _chain_psnr(path: Path, params: ChainParams) -> tuple[float, float, float]:
 
 def _params(method: str, **settings: object) -> ChainParams:
     """The chain settings of a bench method name."""
-    chosen = VARIANTS.get(method, {"method": METHOD_OPTIONS.get(method, method)})
-    return ChainParams(**{**chosen, **settings})  # type: ignore[arg-type]
+    return ChainParams(**{**registry.get(method).settings(), **settings})  # type: ignore[arg-type]
 
 
 def tune_bart_lambda(
@@ -214,7 +212,8 @@ def chain_markdown(scores: ChainScores) -> str:
             lines.append(f"| {phantom} | " + " | ".join(cells) + " |")
     for method, lam in scores.bart_lambda.items():
         tried = ", ".join(f"{k:g}: {p:.2f}" for k, p in sorted(scores.bart_tuning[method].items()))
-        maps = "the chain's ESPIRiT maps" if method in VARIANTS else "`bart ecalib -m1` maps"
+        chain_maps = registry.get(method).settings().get("bart_maps") == "chain"
+        maps = "the chain's ESPIRiT maps" if chain_maps else "`bart ecalib -m1` maps"
         lines += [
             "",
             f"{method}: BART `pics -R L:7:7:lambda -i 100` with {maps}; lambda {lam:g}, the best "

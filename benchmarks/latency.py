@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from passnet_core import bart, baselines
-from passnet_core.fft import fft2c
+from passnet_core import bart, baselines, methods
 from passnet_core.inference import reconstruct
 from passnet_core.masks import make_mask
 from passnet_core.model import PASSNet, PASSNetConfig
+from passnet_core.operators import encoding
 from passnet_core.weights import default_weights_path, read_metadata
+from training.acquisition import Sample
 
 Size = tuple[int, int, int, int]
 
@@ -31,7 +31,11 @@ DEFAULT_SIZES: tuple[Size, ...] = ((16, 128, 128, 1), (20, 128, 128, 8), (30, 19
 QUICK_SIZES: tuple[Size, ...] = ((4, 24, 20, 1), (4, 24, 20, 3))
 #: BART locally-low-rank regularisation, the issue's parameters
 BART_LLR_REGULARISER, BART_LLR_ITERS = "L:7:7:0.003", 100
-METHODS = ("PASSNet", "PASSNet uniform SVT", "L+S", "BART LLR")
+# Columns, in the registry's labels
+PASSNET, UNIFORM, LPLUS_S, BART_LLR = (
+    methods.label(name) for name in ("passnet", "passnet_uniform", "lplus_s", "bart_llr")
+)
+METHODS = (PASSNET, UNIFORM, LPLUS_S, BART_LLR)
 
 # torch.profiler operator names (lower case) -> breakdown category, first match wins
 _CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -43,37 +47,23 @@ _CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-@dataclass
-class SliceCase:
-    """One synthetic slice: undersampled k-space, mask and coil maps (``None``: one coil)."""
-
-    kspace: torch.Tensor  # (1, T, H, W) or (1, C, T, H, W)
-    mask: torch.Tensor  # (T, H, W)
-    coil_maps: torch.Tensor | None  # (1, C, H, W)
-    size: Size
-
-
-def make_case(size: Size, seed: int = 0, accel: int = 8) -> SliceCase:
-    """A phantom cine slice of ``size = (T, H, W, coils)`` with a vds-``accel`` mask.
-
-    k-space is scaled so that ``max |A^H d| = 1`` (the network's and L+S's convention).
+def make_case(size: Size, seed: int = 0, accel: int = 8) -> Sample:
+    """A noise-free phantom cine slice of ``size = (T, H, W, coils)`` with a vds-``accel`` mask,
+    normalised as the network expects (:func:`training.acquisition.acquire`).
     """
+    from training.acquisition import acquire
     from training.phantom import cine_phantom, coil_sensitivities
 
     t, h, w, coils = size
     if min(size) < 1:
         raise ValueError(f"size (T, H, W, coils) must be positive, got {size}")
     rng = np.random.default_rng(seed)
-    images = torch.from_numpy(cine_phantom(t, h, w, rng=rng)).to(torch.complex64)[None]
+    images = torch.from_numpy(cine_phantom(t, h, w, rng=rng)).to(torch.complex64)
     mask = make_mask("vds", accel, t, h, w, seed=seed)
     maps = None
     if coils > 1:
-        maps = torch.from_numpy(coil_sensitivities(coils, h, w, rng=rng)).to(torch.complex64)[None]
-        kspace = fft2c(maps[:, :, None] * images[:, None]) * mask
-    else:
-        kspace = fft2c(images) * mask
-    scale = float(baselines.zero_filled(kspace, mask, maps).abs().max()) or 1.0
-    return SliceCase(kspace / scale, mask, maps, size)
+        maps = torch.from_numpy(coil_sensitivities(coils, h, w, rng=rng)).to(torch.complex64)
+    return acquire(images, maps, mask, 0.0, rng)
 
 
 def median_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
@@ -109,21 +99,21 @@ def build_models(n_stages: int, device: torch.device) -> tuple[PASSNet, PASSNet]
     return PASSNet(config).to(device).eval(), PASSNet(uniform).to(device).eval()
 
 
-def bart_llr(case: SliceCase) -> torch.Tensor:
+def bart_llr(case: Sample) -> torch.Tensor:
     """BART ``pics`` with locally-low-rank regularisation; returns ``(1, T, H, W)``.
 
     Single-coil cases use maps of ones.
     """
-    k = case.kspace[0].numpy()
+    k = case.kspace.numpy()
     if case.coil_maps is None:
         k, maps = k[None], np.ones((1, *k.shape[-2:]), np.complex64)
     else:
-        maps = case.coil_maps[0].numpy()
+        maps = case.coil_maps.numpy()
     mask = case.mask.numpy().reshape(k.shape[1:])
     return torch.from_numpy(bart.pics(k, mask, maps, BART_LLR_REGULARISER, BART_LLR_ITERS))[None]
 
 
-def stage_breakdown(model: PASSNet, case: SliceCase, device: torch.device) -> dict[str, float]:
+def stage_breakdown(model: PASSNet, case: Sample, device: torch.device) -> dict[str, float]:
     """Fraction of operator self time per category (Conv3d, SVD, FFT, other) in one forward."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -144,10 +134,10 @@ def stage_breakdown(model: PASSNet, case: SliceCase, device: torch.device) -> di
     return {k: v / total for k, v in totals.items()}
 
 
-def model_args(case: SliceCase, device: torch.device) -> tuple:
+def model_args(case: Sample, device: torch.device) -> tuple:
     """``(kspace, mask, coil_maps)`` of ``case`` on ``device`` for ``PASSNet.forward``."""
-    maps = None if case.coil_maps is None else case.coil_maps.to(device)
-    return case.kspace.to(device), case.mask.to(device), maps
+    kspace, mask, maps = case.to(device).batched()
+    return kspace, mask, maps
 
 
 def measure_size(
@@ -171,18 +161,23 @@ def measure_size(
     args = model_args(case, device)
 
     def network(model: PASSNet) -> Callable[[], object]:
-        return lambda: reconstruct(case.kspace, case.mask, case.coil_maps, model, device)
+        return lambda: reconstruct(*case.batched(), model, device)
 
     row: dict = {"size": size, "n_stages": n_stages}
-    row["PASSNet"] = median_time(network(passnet), repeats, sync)
-    row["PASSNet uniform SVT"] = median_time(network(uniform), repeats, sync)
-    row["L+S"] = median_time(lambda: baselines.lplus_s(*args), repeats, sync)
+    row[PASSNET] = median_time(network(passnet), repeats, sync)
+    row[UNIFORM] = median_time(network(uniform), repeats, sync)
+
+    def lplus_s() -> torch.Tensor:
+        kspace, op = encoding(*args)  # validation is part of every method's time
+        return baselines.lplus_s(op, kspace)
+
+    row[LPLUS_S] = median_time(lplus_s, repeats, sync)
     if not with_bart:
-        row["BART LLR"] = "not requested"
+        row[BART_LLR] = "not requested"
     elif not bart.available():
-        row["BART LLR"] = "bart not installed"
+        row[BART_LLR] = "bart not installed"
     else:
-        row["BART LLR"] = median_time(lambda: bart_llr(case), repeats, lambda: None)
+        row[BART_LLR] = median_time(lambda: bart_llr(case), repeats, lambda: None)
     row["breakdown"] = stage_breakdown(passnet, case, device)
     return row
 
@@ -192,7 +187,7 @@ def latency_markdown(rows: list[dict]) -> str:
     from benchmarks.report import markdown_table
 
     def cell(row: dict, method: str) -> str:
-        value, ref = row[method], row.get("BART LLR")
+        value, ref = row[method], row.get(BART_LLR)
         if isinstance(value, str):
             return value
         ratio = f" ({value / ref:.2f}x)" if isinstance(ref, float) and ref > 0 else ""

@@ -33,6 +33,7 @@ from gadgets.pipeline import AUTO_SCALE_MAX, centre_crop, estimate_maps
 from gadgets.replay import compare_with_truth, read_truth
 from passnet_core import bart, baselines
 from passnet_core.ismrmrd_io import read_raw
+from passnet_core.operators import encoding, normalise
 from training.simulate import simulate_cine
 
 FIRST_SEED = 9_100_001
@@ -71,10 +72,8 @@ def project_llr(
     block: int = baselines.LLR_BLOCK,
     monitor=None,
 ) -> np.ndarray:
-    x = baselines.llr(
-        sd.kspace[None], sd.mask, maps[None], lambda_b=lam, n_iter=iters, block=block,
-        monitor=monitor,
-    )  # fmt: skip
+    kspace, op = encoding(sd.kspace[None], sd.mask, maps[None])
+    x = baselines.llr(op, kspace, lambda_b=lam, n_iter=iters, block=block, monitor=monitor)
     return x[0].numpy().astype(np.complex64)
 
 
@@ -94,8 +93,8 @@ def score(images: np.ndarray, sd: SliceData, truth: np.ndarray) -> float:
 
 def scale_of(sd: SliceData, maps: np.ndarray) -> float:
     """``s = max |A^H d|``, the project LLR's normalisation (noise std is 1 after whitening)."""
-    x0 = baselines.zero_filled(sd.kspace[None], sd.mask, maps[None])
-    return float(x0.abs().max())
+    kspace, op = encoding(sd.kspace[None], sd.mask, maps[None])
+    return float(normalise(op, kspace).scale[0])
 
 
 def main() -> None:

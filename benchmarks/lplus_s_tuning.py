@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from passnet_core import baselines
+from passnet_core.operators import encoding
 from training.eval_cases import TEST_SEEDS, case_data, make_cases
 from training.eval_report import paired_ci
 from training.tuning import case_psnr, lplus_s_curve, validation_data
@@ -63,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             scores = []
             for case in cases:
                 d = case_data(case, mask, NOISE)
+                kspace, op = encoding(*d.batched())
                 x = baselines.lplus_s(
-                    d.kspace, d.mask, d.maps, lambda_l=lam_l, lambda_s=lam_s, n_iter=it, tol=0.0
+                    op, kspace, lambda_l=lam_l, lambda_s=lam_s, n_iter=it, tol=0.0
                 )
                 scores.append(case_psnr(x, d))
             lead, low, high = paired_ci(results["passnet"]["psnr"][mask], scores)

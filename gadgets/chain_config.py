@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from passnet_core.methods import CHAIN_METHODS, COIL_MAP_METHODS
+
 log = logging.getLogger(__name__)
 
 PASSNET_MODULE = "gadgets.passnet_gadget"
@@ -31,9 +33,7 @@ PASSNET_TARGET = "reconstruct"
 # Values of the chain's options (checked in one place: ChainParams.__post_init__).
 FRAME_DIMENSIONS = ("phase", "repetition", "auto")  # acquisition counter of the cardiac phase
 OUTPUTS = ("magnitude", "complex")
-COIL_MAP_METHODS = ("espirit", "walsh")
 FALLBACKS = ("zero_filled", "none")
-METHODS = ("passnet", "lplus_s", "llr", "zero_filled", "bart_llr")
 # BART pics LLR weight (bart_llr): what the chain bench's validation files pick at R 6-8 on
 # passnet simulate's default size (docs/evaluation.md); BART's best lambda moves with the
 # matrix and the content, so tune it on your own files
@@ -120,7 +120,7 @@ class ChainParams:
             "output": OUTPUTS,
             "coil_map_method": COIL_MAP_METHODS,
             "fallback": FALLBACKS,
-            "method": METHODS,
+            "method": CHAIN_METHODS,
             "bart_maps": BART_MAPS,
         }
         for name, allowed in choices.items():

@@ -3,6 +3,7 @@
 :class:`ReconEngine` loads the network lazily on the first slice and remembers a load failure,
 so a broken weights file is reported once, not once per slice; with ``fallback="zero_filled"``
 every slice is then reconstructed by zero-filled SENSE (``A^H d``) and the image comment says so.
+The other methods come from the registry, :mod:`passnet_core.methods`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 
 from gadgets.assembly import SliceData
 from gadgets.chain_config import ChainParams
-from passnet_core.fft import ifft2c
+from passnet_core import methods
+from passnet_core.operators import EncodingOp, encoding, zero_filled
 
 if TYPE_CHECKING:
     from passnet_core.model import PASSNet
@@ -38,7 +40,7 @@ class ReconEngine:
         The chain's settings (validated there): ``weights`` (``None``: the shipped weights),
         ``device``, ``fallback`` (``"zero_filled"``: zero-filled SENSE when the network cannot
         be loaded or fails; ``"none"``: the slice fails instead) and ``method``
-        (``"lplus_s"`` / ``"llr"`` / ``"zero_filled"`` reconstruct without the network).
+        (any chain method of :mod:`passnet_core.methods`; only ``"passnet"`` loads the network).
     """
 
     def __init__(self, params: ChainParams | None = None) -> None:
@@ -69,29 +71,28 @@ class ReconEngine:
         self, kspace: np.ndarray, mask: np.ndarray, coil_maps: np.ndarray | None
     ) -> tuple[np.ndarray, str]:
         """``(C, T, H, W)`` k-space -> ``((T, H, W)`` complex64 images, image comment)``."""
-        if self.method == "zero_filled":
-            return zero_filled_sense(kspace, mask, coil_maps), "zero-filled SENSE"
-        if self.method == "bart_llr":
-            from passnet_core import bart
-
-            if coil_maps is None:
-                coil_maps = np.ones((1, *kspace.shape[-2:]), np.complex64)
-                kspace = kspace[:1]
-            pics = bart.pics(kspace, mask, coil_maps, f"L:7:7:{self.bart_lambda:g}")
-            return pics, f"BART pics LLR (lambda {self.bart_lambda:g})"
-        if self.method in ("lplus_s", "llr"):
-            from passnet_core.baselines import llr, lplus_s
-
-            batch_maps = None if coil_maps is None else coil_maps[None]
-            batch = kspace[None] if coil_maps is not None else kspace[:1]
-            classical, label = (llr, "LLR") if self.method == "llr" else (lplus_s, "L+S")
-            images = classical(batch, mask, batch_maps)
-            return images[0].numpy().astype(np.complex64), f"{label} (classical)"
+        method = methods.get(self.method)
+        if coil_maps is None:  # one coil: the single-coil operator
+            kspace = kspace[:1]
+        if method.kind == "bart":
+            pics = method.load()
+            sens = (
+                np.ones((1, *kspace.shape[-2:]), np.complex64) if coil_maps is None else coil_maps
+            )
+            regulariser = (method.bart_regulariser or "").format(f"{self.bart_lambda:g}")
+            return pics(
+                kspace, mask, sens, regulariser
+            ), f"BART pics LLR (lambda {self.bart_lambda:g})"
+        k = torch.from_numpy(kspace)[None] if coil_maps is not None else torch.from_numpy(kspace)
+        maps = None if coil_maps is None else torch.from_numpy(coil_maps)[None]
+        if method.kind == "operator":
+            k, op = encoding(k, torch.from_numpy(mask), maps)
+            images = method.load()(op, k)[0].numpy().astype(np.complex64)
+            if method.name == "zero_filled":
+                return images, "zero-filled SENSE"
+            return images, f"{method.label} (classical)"
         from passnet_core.inference import reconstruct
 
-        k = torch.from_numpy(kspace)
-        k = k[None] if coil_maps is not None else k[0][None]
-        maps = None if coil_maps is None else torch.as_tensor(coil_maps)[None]
         try:
             images = reconstruct(k, torch.from_numpy(mask), maps, self.model(), self.device)
             return images[0].cpu().numpy(), "PASSNet"
@@ -102,19 +103,8 @@ class ReconEngine:
                 raise RuntimeError(f"network failed: {exc}") from exc
             if self.load_error is None:
                 log.error("network failed (%s); using zero-filled SENSE", exc)
-            return zero_filled_sense(kspace, mask, coil_maps), "PASSNet fallback: zero-filled"
-
-
-def zero_filled_sense(
-    kspace: np.ndarray, mask: np.ndarray, coil_maps: np.ndarray | None
-) -> np.ndarray:
-    """``A^H d``: coil-combined (or root-sum-of-squares without maps) zero-filled images."""
-    coil_images = ifft2c(torch.from_numpy(kspace * mask[None])).numpy()
-    if coil_maps is None:
-        if kspace.shape[0] == 1:
-            return coil_images[0]
-        return np.sqrt((np.abs(coil_images) ** 2).sum(0)).astype(np.complex64)
-    return (coil_images * coil_maps.conj()[:, None]).sum(0).astype(np.complex64)
+            op = EncodingOp(torch.from_numpy(mask).to(torch.float32), maps)  # validated above
+            return zero_filled(op, k)[0].numpy(), "PASSNet fallback: zero-filled"
 
 
 def estimate_maps(slice_data: SliceData, method: str = "espirit") -> np.ndarray | None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gadgets.chain_config import METHODS
+from passnet_core import methods
 from passnet_core.cli import Command
 
 if TYPE_CHECKING:
@@ -49,8 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# --method spelling -> ChainParams.method (the chain's names with dashes)
-METHOD_OPTIONS = {name.replace("_", "-"): name for name in METHODS}
 # Ground truth of simulated files (training.simulate.TRUTH_GROUP: "images", and the true
 # "coil_maps" and "noise_covariance" that put it in the chain's intensity convention).
 TRUTH_GROUP = "passnet_truth"
@@ -77,11 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--method",
-        choices=tuple(METHOD_OPTIONS),
-        help="passnet (the network), lplus-s (classical low-rank + sparse), llr (classical "
-        "locally low rank, the network's warm start), zero-filled "
-        "(zero-filled SENSE, A^H d) or bart-llr (BART pics LLR with bart ecalib maps; needs "
-        "the bart command) for a side-by-side comparison on the same file "
+        choices=tuple(m.cli for m in _chain_methods()),
+        help=", ".join(f"{m.cli} ({m.description})" for m in _chain_methods())
+        + ", for a side-by-side comparison on the same file "
         "(default: passnet, or the method set in --config)",
     )
     parser.add_argument(
@@ -137,6 +133,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no progress bar (default: on a terminal, a bar counting reconstructed slices)",
     )
+
+
+def _chain_methods() -> list[methods.Method]:
+    return [methods.get(name) for name in methods.CHAIN_METHODS]
 
 
 def params_from_args(args: argparse.Namespace) -> ChainParams:
@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
         check_paths(args)
         params = params_from_args(args)
         if getattr(args, "method", None) is not None:
-            params = dataclasses.replace(params, method=METHOD_OPTIONS[args.method])
+            params = dataclasses.replace(params, method=methods.get(args.method).name)
         if params.method == "bart_llr" and shutil.which("bart") is None:
             from passnet_core.bart import NOT_INSTALLED
 
@@ -254,7 +254,6 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     from gadgets.chain import run_chain
-    from gadgets.exporters import METHOD_LABELS
     from passnet_core.ismrmrd_io import read_raw
 
     t0 = time.perf_counter()
@@ -264,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot read %s: %s", args.input, _one_line(exc))
         return 2
     t_read = time.perf_counter() - t0
-    label = METHOD_LABELS.get(params.method, params.method)
+    label = methods.label(params.method)
     n_slices = count_slices(raw)
     log.info(
         "%s: %d acquisitions, %d slice(s); reconstructing with %s",
@@ -474,7 +473,7 @@ def _write_extras(
     """
     from gadgets import exporters
 
-    label = exporters.METHOD_LABELS.get(params.method, params.method)
+    label = methods.label(params.method)
     ok = True
 
     def attempt(what: str, write: Callable[[], object]) -> None:

@@ -1,7 +1,7 @@
-"""Classical reconstructions to compare PASSNet against: zero-filled and L+S.
+"""Classical iterative reconstructions: L+S and LLR (PASSNet's warm start and its baselines).
 
-``zero_filled`` is ``A^H d`` (for multi-coil data the SENSE-style coil combination
-``sum_c conj(S_c) F^H d_c``). ``lplus_s`` is the low-rank plus sparse decomposition of
+Zero-filled ``A^H d`` sits beside the operator (:func:`passnet_core.operators.zero_filled`).
+``lplus_s`` is the low-rank plus sparse decomposition of
 Otazo et al. (MRM 2015): ``x = L + S`` with ``L`` low rank as a Casorati matrix
 ``(H*W) x T`` and ``S`` sparse in the temporal Fourier domain, solved by alternating singular
 value thresholding, soft thresholding and a gradient (data-consistency) step. ``llr`` is
@@ -9,19 +9,18 @@ locally low-rank regularisation (Trzasko and Manduca 2011; Zhang et al. 2015), t
 BART's ``pics -R L``: every ``b x b`` spatial block, read as a ``b^2 x T`` Casorati matrix, is
 low rank; solved with FISTA and a random block shift per iteration.
 
-Both run in torch on whatever device the inputs live on. Shapes follow docs/design.md:
-k-space ``(B, T, H, W)`` single-coil or ``(B, C, T, H, W)`` with maps ``(B, C, H, W)``,
-masks ``(T, H, W)`` or ``(B, T, H, W)``.
+Both take the encoding operator and the k-space it maps to (validated once by the caller,
+e.g. :func:`passnet_core.operators.encoding`) and run in torch on the data's device. Shapes
+follow docs/design.md: k-space ``(B, T, H, W)`` single-coil or ``(B, C, T, H, W)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
-from passnet_core.operators import ArrayLike, EncodingOp, as_tensor, validate_inputs
+from passnet_core.operators import EncodingOp, Normalised, normalise, zero_filled
 
 LPLUSS_LAMBDA_L = 0.01  # singular value threshold, relative to the largest singular value
 LPLUSS_LAMBDA_S = 0.01  # temporal-FFT soft threshold, absolute on data with max|A^H d| = 1
@@ -39,51 +38,12 @@ LLR_N_ITER = 60
 # synthetic family and stays above L+S on the held-out one (which converges more slowly).
 
 
-def _prepare(
-    kspace: ArrayLike, mask: ArrayLike, coil_maps: ArrayLike | None
-) -> tuple[torch.Tensor, EncodingOp]:
-    """Validate inputs (:func:`validate_inputs`) and build the operator on the k-space device."""
-    validate_inputs(kspace, mask, coil_maps)
-    k = as_tensor(kspace, "kspace")
-    maps = None if coil_maps is None else as_tensor(coil_maps, "coil_maps").to(k.device)
-    return k, EncodingOp(as_tensor(mask, "mask").to(k.device, torch.float32), maps)
-
-
-def _normalised(k: torch.Tensor, op: EncodingOp) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(A^H d / s, d / s, s)`` with ``s = max |A^H d|`` per batch item (``(B, 1, 1, 1)``).
-
-    The iterative baselines work on these units, so their thresholds do not depend on the
-    data's scale; the result is multiplied by ``s`` again.
-    """
-    x0 = op.adjoint(k)
-    scale = x0.abs().flatten(1).amax(dim=1).clamp(min=1e-30)  # (B,)
-    scale_img = scale.view(-1, 1, 1, 1)
-    return x0 / scale_img, k / scale.view(-1, *([1] * (k.ndim - 1))), scale_img
-
-
-def zero_filled(
-    kspace: torch.Tensor | np.ndarray,
-    mask: torch.Tensor | np.ndarray,
-    coil_maps: torch.Tensor | np.ndarray | None = None,
-) -> torch.Tensor:
-    """Zero-filled reconstruction ``A^H d``.
-
-    Parameters
-    ----------
-    kspace
-        ``(B, T, H, W)`` single-coil or ``(B, C, T, H, W)`` multi-coil complex k-space.
-    mask
-        0/1 mask ``(T, H, W)`` or ``(B, T, H, W)``.
-    coil_maps
-        ``(B, C, H, W)`` complex maps for multi-coil data, ``None`` for single-coil.
-
-    Returns
-    -------
-    torch.Tensor
-        Complex ``(B, T, H, W)`` images.
-    """
-    k, op = _prepare(kspace, mask, coil_maps)
-    return op.adjoint(k)
+def _in_units(op: EncodingOp, kspace: torch.Tensor, normalised: bool) -> Normalised:
+    """The data in :data:`~passnet_core.operators.NORMALISATION` units (as given if normalised)."""
+    if not normalised:
+        return normalise(op, kspace)
+    ones = torch.ones(kspace.shape[0], dtype=torch.float32, device=kspace.device)
+    return Normalised(kspace, zero_filled(op, kspace), ones)
 
 
 def _svt(x: torch.Tensor, lambda_l: float) -> torch.Tensor:
@@ -105,14 +65,14 @@ def _temporal_soft_threshold(x: torch.Tensor, lambda_s: float) -> torch.Tensor:
 
 
 def lplus_s(
-    kspace: torch.Tensor | np.ndarray,
-    mask: torch.Tensor | np.ndarray,
-    coil_maps: torch.Tensor | np.ndarray | None = None,
+    op: EncodingOp,
+    kspace: torch.Tensor,
     lambda_l: float = LPLUSS_LAMBDA_L,
     lambda_s: float = LPLUSS_LAMBDA_S,
     n_iter: int = LPLUSS_N_ITER,
     tol: float = LPLUSS_TOL,
     monitor: Callable[[int, torch.Tensor], None] | None = None,
+    normalised: bool = False,
 ) -> torch.Tensor:
     """Low-rank plus sparse reconstruction (Otazo et al. 2015).
 
@@ -127,8 +87,8 @@ def lplus_s(
 
     Parameters
     ----------
-    kspace, mask, coil_maps
-        As for :func:`zero_filled`.
+    op, kspace
+        The encoding ``A`` and the k-space ``d`` (``(B, T, H, W)`` or ``(B, C, T, H, W)``).
     lambda_l
         Singular value threshold as a fraction of the largest singular value.
     lambda_s
@@ -140,6 +100,9 @@ def lplus_s(
     monitor
         Called as ``monitor(iteration, L + S)`` (1-based, data units) after every iteration,
         e.g. for a convergence study.
+    normalised
+        ``kspace`` is already in :data:`~passnet_core.operators.NORMALISATION` units (the
+        network's input): iterate on it as it is.
 
     Returns
     -------
@@ -152,8 +115,8 @@ def lplus_s(
         raise ValueError(f"n_iter must be a positive integer, got {n_iter!r}")
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol!r}")
-    k, op = _prepare(kspace, mask, coil_maps)
-    m, d, scale_img = _normalised(k, op)
+    units = _in_units(op, kspace, normalised)
+    m, d = units.image, units.kspace
     low_rank_prev = m
     sparse = torch.zeros_like(m)
     with torch.no_grad():
@@ -165,10 +128,10 @@ def lplus_s(
             m = estimate - op.adjoint(op.forward(estimate) - d)
             low_rank_prev = low_rank
             if monitor is not None:
-                monitor(iteration + 1, estimate * scale_img)
+                monitor(iteration + 1, units.restore(estimate))
             if torch.linalg.vector_norm(m - m_prev) < tol * torch.linalg.vector_norm(m_prev):
                 break
-    return (low_rank + sparse) * scale_img
+    return units.restore(low_rank + sparse)
 
 
 def _llr_shrink(
@@ -196,14 +159,14 @@ def _llr_shrink(
 
 
 def llr(
-    kspace: torch.Tensor | np.ndarray,
-    mask: torch.Tensor | np.ndarray,
-    coil_maps: torch.Tensor | np.ndarray | None = None,
+    op: EncodingOp,
+    kspace: torch.Tensor,
     lambda_b: float = LLR_LAMBDA,
     n_iter: int = LLR_N_ITER,
     block: int = LLR_BLOCK,
     seed: int = 0,
     monitor: Callable[[int, torch.Tensor], None] | None = None,
+    normalised: bool = False,
 ) -> torch.Tensor:
     """Locally low-rank reconstruction (FISTA, random block shifts).
 
@@ -214,8 +177,8 @@ def llr(
 
     Parameters
     ----------
-    kspace, mask, coil_maps
-        As for :func:`zero_filled`.
+    op, kspace
+        The encoding ``A`` and the k-space ``d`` (``(B, T, H, W)`` or ``(B, C, T, H, W)``).
     lambda_b
         Nuclear-norm weight of every block (normalised data).
     n_iter
@@ -226,6 +189,8 @@ def llr(
         Seed of the random block shifts.
     monitor
         Called as ``monitor(iteration, x)`` (1-based, data units) after every iteration.
+    normalised
+        As for :func:`lplus_s`.
 
     Returns
     -------
@@ -237,8 +202,8 @@ def llr(
     for name, value in (("n_iter", n_iter), ("block", block)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    k, op = _prepare(kspace, mask, coil_maps)
-    x, d, scale_img = _normalised(k, op)
+    units = _in_units(op, kspace, normalised)
+    x, d = units.image, units.kspace
     z, t_k = x, 1.0
     shifts = torch.randint(0, block, (n_iter, 2), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
@@ -249,5 +214,5 @@ def llr(
             z = x_new + ((t_k - 1) / t_next) * (x_new - x)
             x, t_k = x_new, t_next
             if monitor is not None:
-                monitor(iteration + 1, x * scale_img)
-    return x * scale_img
+                monitor(iteration + 1, units.restore(x))
+    return units.restore(x)

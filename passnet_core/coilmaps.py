@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from passnet_core.fft import fft2c, ifft2c
+from passnet_core.methods import COIL_MAP_METHODS
 
-COIL_MAP_METHODS = ("espirit", "walsh")
 WALSH_SUPPORT = 0.05  # fraction of the max low-res RSS that counts as object for "walsh"
 
 

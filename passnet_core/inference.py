@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from passnet_core.model import PASSNet
-from passnet_core.operators import ArrayLike, EncodingOp, as_tensor, validate_inputs
+from passnet_core.operators import ArrayLike, EncodingOp, as_tensor, normalise, validate_inputs
 from passnet_core.weights import default_weights_path, load_weights
 
 __all__ = ["cached_model", "reconstruct", "resolve_device", "validate_inputs"]
@@ -72,7 +72,7 @@ def reconstruct(
     torch.Tensor
         complex64 ``(B, T, H, W)`` on the CPU, in the scale of the input data.
     """
-    validate_inputs(kspace, mask, coil_maps)
+    validate_inputs(kspace, mask, coil_maps)  # the one validation of this request
     dev = resolve_device(device)
     k = as_tensor(kspace, "kspace").to(torch.complex64)
     m = as_tensor(mask, "mask").to(torch.float32)
@@ -87,24 +87,9 @@ def reconstruct(
     with torch.inference_mode():
         for start in range(b):  # slices are independent: one at a time bounds the memory
             items = slice(start, start + 1)
-            k_b = k[items].to(dev)
             m_b = (m[items] if m.ndim == 4 and m.shape[0] == b else m).to(dev)
-            maps_b = None if maps is None else maps[items].to(dev)
-            scale = _zero_filled_scale(k_b, m_b, maps_b)  # (b,) per-volume normalisation
-            safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-            view = (-1,) + (1,) * (k_b.ndim - 1)
-            k_b = k_b / safe.view(view)
-            x = net(k_b, m_b, maps_b) * scale.view(-1, 1, 1, 1)
+            op_b = EncodingOp(m_b, None if maps is None else maps[items].to(dev))
+            units = normalise(op_b, k[items].to(dev))
+            x = units.restore(net.unroll(op_b, units.kspace))
             out[items] = x.to("cpu", torch.complex64)
     return out
-
-
-# --------------------------------------------------------------------------- internals
-
-
-def _zero_filled_scale(
-    kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
-) -> torch.Tensor:
-    """``max |A^H d|`` per batch item (0 for all-zero data)."""
-    x0 = EncodingOp(mask, coil_maps).adjoint(kspace)
-    return x0.abs().flatten(1).amax(dim=1)

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from passnet_core.baselines import llr, lplus_s
 from passnet_core.conv import Conv3d
-from passnet_core.operators import EncodingOp, validate_inputs
+from passnet_core.operators import EncodingOp, validate_inputs, zero_filled
 from passnet_core.svd import DEFAULT_EPS_REL, stable_svd
 
 SHRINKAGES = ("pass", "uniform_svt")
@@ -373,7 +373,10 @@ class PASSNet(nn.Module):
         Parameters
         ----------
         kspace
-            Complex centred k-space, ``(B, T, H, W)`` single-coil or ``(B, C, T, H, W)``.
+            Complex centred k-space, ``(B, T, H, W)`` single-coil or ``(B, C, T, H, W)``, in
+            :data:`~passnet_core.operators.NORMALISATION` units (``max |A^H d| = 1``: the
+            weights and the start's thresholds were chosen there; :func:`passnet_core.
+            inference.reconstruct` and the training data normalise).
         mask
             Real 0/1 mask ``(T, H, W)`` or ``(B, T, H, W)``.
         coil_maps
@@ -385,26 +388,23 @@ class PASSNet(nn.Module):
             Complex image ``(B, T, H, W)`` in the dtype of ``kspace``.
         """
         validate_inputs(kspace, mask, coil_maps, values=False)  # shapes only: no data pass
-        op = EncodingOp(mask.to(kspace.device), coil_maps)
-        x = self.start(kspace, mask, coil_maps, op)
+        return self.unroll(EncodingOp(mask.to(kspace.device), coil_maps), kspace)
+
+    def unroll(self, op: EncodingOp, kspace: torch.Tensor) -> torch.Tensor:
+        """The start and the stages on an operator built (and inputs validated) by the caller."""
+        x = self.start(op, kspace)
         for stage in self.stages:
             x = stage(x, op, kspace)
         return x
 
-    def start(
-        self,
-        kspace: torch.Tensor,
-        mask: torch.Tensor,
-        coil_maps: torch.Tensor | None,
-        op: EncodingOp,
-    ) -> torch.Tensor:
+    def start(self, op: EncodingOp, kspace: torch.Tensor) -> torch.Tensor:
         """The first estimate ``x0`` (``config.start``); no gradient flows through it."""
         n_iter = self.config.start_iterations
         if self.config.start == "adjoint":
-            return op.adjoint(kspace)
+            return zero_filled(op, kspace)
         if self.config.start == "llr":
-            return llr(kspace, mask, coil_maps, n_iter=n_iter).to(kspace.dtype)
-        return lplus_s(kspace, mask, coil_maps, n_iter=n_iter, tol=0.0).to(kspace.dtype)
+            return llr(op, kspace, n_iter=n_iter, normalised=True).to(kspace.dtype)
+        return lplus_s(op, kspace, n_iter=n_iter, tol=0.0, normalised=True).to(kspace.dtype)
 
 
 def count_parameters(model: nn.Module) -> int:

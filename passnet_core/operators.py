@@ -10,6 +10,7 @@ multi-coil k-space ``(B, C, T, H, W)``, masks ``(T, H, W)`` or ``(B, T, H, W)``,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -157,6 +158,41 @@ class EncodingOp(LinearOperator):
         return self.coils.adjoint(x) if self.coils is not None else x
 
 
+# The network's and the iterative baselines' units: k-space divided by s = max |A^H d| per
+# volume, so thresholds and learned weights do not depend on the scanner's scaling.
+NORMALISATION = "max_abs_zero_filled"
+
+
+def zero_filled(op: EncodingOp, kspace: torch.Tensor) -> torch.Tensor:
+    """Zero-filled reconstruction ``A^H d`` (multi-coil: the SENSE-style coil combination)."""
+    return op.adjoint(kspace)
+
+
+class Normalised(NamedTuple):
+    """k-space and its zero-filled image in the units of :data:`NORMALISATION`."""
+
+    kspace: torch.Tensor  #: ``d / s``
+    image: torch.Tensor  #: ``A^H d / s``, complex ``(B, T, H, W)``
+    scale: torch.Tensor  #: ``s = max |A^H d|`` per batch item, ``(B,)``; 0 for all-zero data
+
+    def restore(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, T, H, W)`` images in normalised units -> the data's units (zeros for zero data)."""
+        return images * self.scale.to(images.device).view(-1, 1, 1, 1)
+
+
+def normalise(op: EncodingOp, kspace: torch.Tensor) -> Normalised:
+    """Divide each batch item by ``s = max |A^H d|`` (:data:`NORMALISATION`).
+
+    All-zero data are left as they are (divided by 1) and :meth:`Normalised.restore` maps any
+    result of them back to zeros, so no caller needs a zero guard of its own.
+    """
+    x0 = zero_filled(op, kspace)
+    scale = x0.abs().flatten(1).amax(dim=1)  # (B,)
+    divisor = torch.where(scale > 0, scale, torch.ones_like(scale))
+    k_view = (-1,) + (1,) * (kspace.ndim - 1)
+    return Normalised(kspace / divisor.view(k_view), x0 / divisor.view(-1, 1, 1, 1), scale)
+
+
 def adjointness_error(
     op: LinearOperator,
     x_shape: Sequence[int],
@@ -249,6 +285,27 @@ def validate_inputs(
             )
         if values and not torch.isfinite(torch.view_as_real(c)).all():
             raise ValueError("coil_maps contain NaN or inf")
+
+
+def encoding(
+    kspace: ArrayLike, mask: ArrayLike, coil_maps: ArrayLike | None = None
+) -> tuple[torch.Tensor, EncodingOp]:
+    """Validate a reconstruction request once and build its operator on the k-space device.
+
+    Returns
+    -------
+    tuple
+        ``(kspace, op)``: the k-space as a tensor and ``EncodingOp(mask, coil_maps)``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`validate_inputs`.
+    """
+    validate_inputs(kspace, mask, coil_maps)
+    k = as_tensor(kspace, "kspace")
+    maps = None if coil_maps is None else as_tensor(coil_maps, "coil_maps").to(k.device)
+    return k, EncodingOp(as_tensor(mask, "mask").to(k.device, torch.float32), maps)
 
 
 def _check_values(k: torch.Tensor, m: torch.Tensor) -> None:

@@ -35,7 +35,7 @@ def cine_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cine") / "cine.h5"
     from training.simulate import simulate_cine
 
-    simulate_cine(path, seed=0, n_coils=4, frames=8, matrix=(48, 48), mask="vds", accel=4)
+    simulate_cine(path, seed=0, n_coils=4, frames=8, matrix=(48, 48), mask="vds_lines", accel=4)
     return path
 
 

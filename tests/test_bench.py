@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from benchmarks import latency, run
-from passnet_core import bart, baselines
+from passnet_core import bart
 from passnet_core.cli import main
+from passnet_core.operators import encoding, zero_filled
 
 
 def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -83,11 +84,13 @@ def test_bart_llr_uses_the_right_axes(coils):
     # a wrong axis order would reconstruct noise: LLR must beat zero filling clearly
     case = latency.make_case((6, 40, 32, coils), accel=4)
     truth = latency.make_case((6, 40, 32, coils), accel=1)
-    reference = baselines.zero_filled(truth.kspace, truth.mask, truth.coil_maps)
-    zero_filled = baselines.zero_filled(case.kspace, case.mask, case.coil_maps)
+    kspace, op = encoding(*truth.batched())
+    reference = zero_filled(op, kspace)
+    kspace, op = encoding(*case.batched())
+    zero_filled_image = zero_filled(op, kspace)
     recon = latency.bart_llr(case)
     assert recon.shape == reference.shape
-    assert _correlation(recon, reference) > 0.99 > _correlation(zero_filled, reference)
+    assert _correlation(recon, reference) > 0.99 > _correlation(zero_filled_image, reference)
 
 
 def test_lplus_s_tuning_picks_per_mask_settings_and_scores_passnet_against_them(tmp_path, capsys):

@@ -105,8 +105,6 @@ def test_light_copies_equal_their_sources():
     assert cli_args.FAMILIES == eval_cases.FAMILIES
     assert cli_args.MASK_KINDS == MASK_KINDS
     assert cli_args.EVAL_DEFAULT_MASKS == evaluate.DEFAULT_MASKS
-    assert cli_args.EVAL_METHODS == evaluate.METHODS
-    assert cli_args.EVAL_DEFAULT_METHODS == evaluate.DEFAULT_METHODS
     assert cli_args.DEFAULT_NOISE == eval_cases.SIMULATE_NOISE
     assert set(cli_args.CONFIG_SECTIONS) == {f.name for f in fields(TrainConfig)}
     assert set(cli_args.LINE_MASK_KINDS) <= set(MASK_KINDS)

@@ -69,7 +69,7 @@ def test_missing_bart_and_weights_are_skipped_with_reasons(
 ) -> None:
     monkeypatch.setattr("passnet_core.bart.available", lambda: False)
     missing = tmp_path / "none.safetensors"
-    monkeypatch.setattr("training.evaluate.ablation_weights_path", lambda: missing)
+    monkeypatch.setattr("passnet_core.weights.ablation_weights_path", lambda: missing)
     out = tmp_path / "eval"
     methods = "zero-filled,bart-llr,passnet-uniform"
     args = ["evaluate", *TINY_ARGS, "--families", "synthetic", "--n-cases", "1"]
@@ -100,9 +100,9 @@ def test_paired_interval_matches_a_hand_computed_t_interval() -> None:
 def test_families_differ_and_noise_follows_the_level() -> None:
     synthetic = make_cases("synthetic", 1, 11, (6, 32, 32), coils=4)[0]
     heldout = make_cases("heldout", 1, 11)[0]
-    assert synthetic.target.shape == (6, 32, 32) and synthetic.maps.shape[0] == 4
-    assert heldout.target.shape == (24, 112, 144) and heldout.maps.shape == (12, 112, 144)
-    np.testing.assert_allclose((np.abs(heldout.maps) ** 2).sum(0), 1.0, rtol=1e-5)
+    assert synthetic.target.shape == (6, 32, 32) and synthetic.coil_maps.shape[0] == 4
+    assert heldout.target.shape == (24, 112, 144) and heldout.coil_maps.shape == (12, 112, 144)
+    np.testing.assert_allclose((np.abs(heldout.coil_maps) ** 2).sum(0), 1.0, rtol=1e-5)
     clean = case_data(heldout, "vds_lines-8", 0.0)
     noisy = case_data(heldout, "vds_lines-8", 0.05)
     again = case_data(heldout, "vds_lines-8", 0.05)

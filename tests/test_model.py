@@ -146,15 +146,17 @@ def test_fully_sampled_single_coil_x0_is_the_image():
 @pytest.mark.parametrize("start", ["lplus_s", "llr"])
 def test_untrained_network_with_warm_start_is_the_classical_start_plus_gradient_steps(start):
     from passnet_core.baselines import llr, lplus_s
+    from passnet_core.operators import normalise
 
     image, kspace, mask, maps = _problem(1, 4, 16, 16, coils=3)
+    op = EncodingOp(mask, maps)
+    kspace = normalise(op, kspace).kspace  # the network's input units
     config = PASSNetConfig(n_stages=2, channels=4, start=start, start_iterations=3, mu_init=0.5)
     model = PASSNet(config)
     with torch.no_grad():
         out = model(kspace, mask, maps)
     classical = {"lplus_s": lplus_s, "llr": llr}[start]
-    x = classical(kspace, mask, maps, n_iter=3, **({"tol": 0.0} if start == "lplus_s" else {}))
-    op = EncodingOp(mask, maps)
+    x = classical(op, kspace, n_iter=3, **({"tol": 0.0} if start == "lplus_s" else {}))
     for _ in range(2):  # zero-initialised residual branches: each stage is a plain step
         x = x - 0.5 * op.adjoint(op.forward(x) - kspace)
     torch.testing.assert_close(out, x, rtol=1e-4, atol=1e-5)

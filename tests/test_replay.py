@@ -14,8 +14,8 @@ import pytest
 import torch
 from helpers import acquisitions, header_xml, known_cine
 
-from gadgets.exporters import METHOD_LABELS
-from gadgets.replay import METHOD_OPTIONS, TRUTH_DATASET, add_arguments
+from gadgets.replay import TRUTH_DATASET, add_arguments
+from passnet_core import methods
 from passnet_core.cli import main
 from passnet_core.fft import fft2c
 from passnet_core.ismrmrd_io import read_images, write_raw
@@ -246,7 +246,7 @@ def test_each_method_runs_and_classical_ones_beat_zero_filled(
         images = read_images(out)["image_1"]
         assert len(images) == 8 and all(np.isfinite(im.data).all() for im in images)
         assert images[0].meta["ImageComment"] == comments[method]
-        assert f"reconstructing with {METHOD_LABELS[METHOD_OPTIONS[method]]}" in caplog.text
+        assert f"reconstructing with {methods.get(method).label}" in caplog.text
         assert "slice 0 vs /passnet_truth: PSNR" in caplog.text
         scores[method] = _overall_psnr(caplog)
     for classical in ("lplus-s", "llr"):
@@ -254,12 +254,21 @@ def test_each_method_runs_and_classical_ones_beat_zero_filled(
         assert scores[classical][1] > scores["zero-filled"][1], scores
 
 
+def _parser():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser
+
+
 def test_method_names_map_to_the_chain(tmp_path):
     import argparse
 
-    from gadgets.chain_config import METHODS
-
-    assert set(METHOD_OPTIONS.values()) == set(METHODS)
+    # every chain method is offered in its CLI spelling, and nothing else
+    offered = next(a for a in _parser()._actions if a.dest == "method").choices
+    assert {methods.get(m).name for m in offered} == set(methods.CHAIN_METHODS)
+    assert all(m == methods.get(m).cli for m in offered)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["in.h5", "--out", "o.h5"])
@@ -323,7 +332,7 @@ def test_help_documents_every_option_with_default_and_values(capsys):
                    "--png", "--dicom", "--nifti", "--no-progress"):  # fmt: skip
         assert option in text, option
     assert text.count("(default:") >= 9  # every option but the required --out
-    for values in ("{passnet,lplus-s,llr,zero-filled,bart-llr}", "auto, cpu, cuda or cuda:N",
+    for values in ("{zero-filled,lplus-s,llr,bart-llr,passnet}", "auto, cpu, cuda or cuda:N",
                    "{auto,phase,repetition}", "default: passnet", "default: auto"):  # fmt: skip
         assert values in text, values
 

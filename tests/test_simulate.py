@@ -242,23 +242,18 @@ def test_default_mask_is_named_as_the_evaluation_names_it(tmp_path):
     assert (lines != lines[:1]).any()  # drawn afresh per frame
 
 
-def test_old_mask_name_vds_still_works_and_writes_the_same_file(tmp_path, capsys):
-    small = {"n_coils": 2, "frames": 4, "matrix": 32}
-    simulate_cine(tmp_path / "new.h5", seed=2, mask="vds_lines", **small)
-    old = simulate_cine(tmp_path / "old.h5", seed=2, mask="vds", **small)
-    assert old["mask"] == "vds_lines-8"
-    _, new_records, _, _ = _read(tmp_path / "new.h5")
-    _, old_records, _, old_attrs = _read(tmp_path / "old.h5")
-    assert new_records["head"].tobytes() == old_records["head"].tobytes()
-    pairs = zip(new_records["data"], old_records["data"], strict=True)
-    assert all(np.array_equal(a, b) for a, b in pairs)
-    assert old_attrs["mask_kind"] == "vds_lines"
+def test_retired_mask_name_vds_is_refused_with_what_to_use(tmp_path, caplog):
+    # 'vds' meant per-frame lines here but 2-D points everywhere else: refused, not guessed
+    with pytest.raises(ValueError, match="use --mask vds_lines"):
+        simulate_cine(tmp_path / "old.h5", seed=2, mask="vds", n_coils=2, frames=4, matrix=32)
+    assert not (tmp_path / "old.h5").exists()
     parser = argparse.ArgumentParser()
     simulate.add_arguments(parser)
     args = parser.parse_args(["--out", str(tmp_path / "cli.h5"), "--mask", "vds", "--frames", "4"])
     args.coils, args.matrix = 2, [32]
-    assert simulate.run(args) == 0
-    assert "mask vds_lines-8 (" in capsys.readouterr().out
+    assert simulate.run(args) == 2
+    assert "2-D variable-density points" in caplog.text
+    assert not (tmp_path / "cli.h5").exists()
 
 
 def test_cli_reports_bad_values_without_a_traceback(tmp_path, caplog):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from passnet_core import methods
 from passnet_core.cli import Command
 
 # -------------------------------------------------------------------------- simulate
@@ -24,34 +25,22 @@ DEFAULT_ACCEL = 8.0
 # What the file holds, named as passnet_core.masks and the evaluation name them.
 LINE_MASK_KINDS = ("vds_lines", "equispaced")
 PHANTOMS = ("cardiac", "ellipses")  # training.simulate: the training generator, the independent one
-# Old spelling of vds_lines, still accepted so that existing scripts keep working.
-MASK_ALIASES = {"vds": "vds_lines"}
+# Names passnet simulate no longer takes, with what to use: "vds" meant per-frame lines here
+# but 2-D variable-density points everywhere else (passnet_core.masks), so it had to go.
+RETIRED_MASK_NAMES = {
+    "vds": "'vds' was passnet simulate's old name of vds_lines (per-frame variable-density "
+    "lines); everywhere else 'vds' means 2-D variable-density points, which a Cartesian "
+    "scanner file cannot hold: use --mask vds_lines"
+}
 
 # -------------------------------------------------------------------------- evaluate
-# Copies of training.eval_cases.FAMILIES, passnet_core.masks.MASK_KINDS and the method
-# names of training.evaluate (tests/test_cli.py keeps them equal).
+# Copies of training.eval_cases.FAMILIES and passnet_core.masks.MASK_KINDS (tests/test_cli.py
+# keeps them equal); the method names come from the registry, passnet_core.methods.
 FAMILIES = ("synthetic", "heldout")
 MASK_KINDS = ("radial", "vds", "vds_lines", "equispaced")
 EVAL_DEFAULT_MASKS = ("vds_lines-8", "radial-8", "vds-8")
-EVAL_METHODS = (
-    "zero-filled",
-    "lplus-s",
-    "llr",
-    "bart-llr",
-    "bart-tv",
-    "passnet-adjoint",
-    "passnet-uniform",
-    "passnet",
-)
-EVAL_DEFAULT_METHODS = (
-    "zero-filled",
-    "lplus-s",
-    "llr",
-    "bart-llr",
-    "passnet-adjoint",
-    "passnet-uniform",
-    "passnet",
-)
+EVAL_METHODS = methods.EVALUATE_METHODS
+EVAL_DEFAULT_METHODS = tuple(m for m in EVAL_METHODS if methods.get(m).evaluate_default)
 
 # -------------------------------------------------------------------------- train
 # Sections of training.config.TrainConfig, the SECTION of --set SECTION.KEY=VALUE.
@@ -93,13 +82,12 @@ def simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mask",
-        choices=LINE_MASK_KINDS + tuple(MASK_ALIASES),
+        choices=LINE_MASK_KINDS + tuple(RETIRED_MASK_NAMES),
         default=LINE_MASK_KINDS[0],
         metavar="{" + ",".join(LINE_MASK_KINDS) + "}",
         help="vds_lines: variable-density phase-encode lines drawn afresh per frame (what the "
         "evaluation calls vds_lines-R); equispaced: every R-th line plus 24 calibration lines, "
-        "the same in every frame; 'vds' is accepted as the old name of vds_lines "
-        f"(default {LINE_MASK_KINDS[0]})",
+        f"the same in every frame (default {LINE_MASK_KINDS[0]})",
     )
     parser.add_argument(
         "--accel",

@@ -1,18 +1,18 @@
 """Training samples and torch data sets for PASSNet.
 
-A :class:`CineSample` is a ground-truth cine (and optionally its coil maps). Sources are plain
-sequences of samples: :class:`SyntheticCines` renders phantoms on the fly, and
-``training.loaders`` reads OCMR / CMRxRecon files into lists. :class:`CineCropDataset` cuts
-``size x size x 16`` windows out of them (multi-resolution as in the paper's appendix A.2, or a
-fixed size), draws a mask, simulates the undersampled k-space and normalises per
-docs/design.md (divide k-space and target by ``max |A^H d|``).
+Sources are plain sequences of ground-truth :class:`~training.acquisition.Cine` s:
+:class:`SyntheticCines` renders phantoms on the fly, and ``training.loaders`` reads OCMR /
+CMRxRecon files into lists. :class:`CineCropDataset` cuts ``size x size x 16`` windows out of
+them (multi-resolution as in the paper's appendix A.2, or a fixed size), draws a mask and hands
+the crop to the acquisition model (:mod:`training.acquisition`), which returns a
+:class:`~training.acquisition.Sample`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from passnet_core.fft import fft2c
 from passnet_core.masks import make_mask, parse_mask_name, seed_from_name
-from passnet_core.operators import EncodingOp
+from training.acquisition import Cine, Sample, acquire, acquire_as_chain
 from training.phantom import (
     PhantomParams,
     body_support,
@@ -33,43 +33,6 @@ MULTIRES_SIZES = (64, 96, 128, 144, 156)
 CROP_FRAMES = 16
 CROP_STRIDE = (32, 32, 8)  # (H, W, T) as in the paper
 Window = tuple[int, int, int, int, int, int]  # (t0, y0, x0, frames, height, width)
-
-
-@dataclass
-class CineSample:
-    """One ground-truth cine slice.
-
-    Attributes
-    ----------
-    target
-        complex64 ``(T, H, W)`` image (coil-combined for multi-coil data).
-    coil_maps
-        complex64 ``(C, H, W)`` with ``sum_c |S_c|^2 = 1`` on the object, or ``None``.
-    name
-        Unique, stable identifier (seeds the validation masks).
-    """
-
-    target: np.ndarray
-    coil_maps: np.ndarray | None
-    name: str
-
-    def __post_init__(self) -> None:
-        if self.target.ndim != 3 or not np.iscomplexobj(self.target):
-            raise ValueError(
-                f"{self.name}: target must be complex (T, H, W), got {self.target.shape} "
-                f"{self.target.dtype}"
-            )
-        if self.coil_maps is not None and (
-            self.coil_maps.ndim != 3 or self.coil_maps.shape[1:] != self.target.shape[1:]
-        ):
-            raise ValueError(
-                f"{self.name}: coil maps {self.coil_maps.shape} do not match target "
-                f"{self.target.shape} (expected (C, H, W))"
-            )
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.target.shape)
 
 
 class SyntheticCines(Sequence):
@@ -130,7 +93,7 @@ class SyntheticCines(Sequence):
         p = self.params(i)
         return p.frames, p.height, p.width
 
-    def __getitem__(self, i: int) -> CineSample:  # type: ignore[override]
+    def __getitem__(self, i: int) -> Cine:  # type: ignore[override]
         if not -self.n <= i < self.n:
             raise IndexError(f"sample {i} out of range for {self.n} samples")
         i %= self.n
@@ -150,23 +113,7 @@ class SyntheticCines(Sequence):
             n_coils = self.coil_counts[int(rng.integers(len(self.coil_counts)))]
             maps = coil_sensitivities(n_coils, h, w, rng, p, support=support)
         target = image.numpy().astype(np.complex64)
-        return CineSample(target, maps, f"synthetic-{self.seed}-{i}")
-
-
-def add_kspace_noise(
-    kspace: torch.Tensor, mask: torch.Tensor, sigma: float, rng: np.random.Generator
-) -> torch.Tensor:
-    """Add white complex Gaussian noise of standard deviation ``sigma`` to acquired samples.
-
-    This is the noise model of training and evaluation: ``passnet simulate``'s correlated coil
-    noise after prewhitening (unit mean diagonal, so ``sigma`` is its ``noise_level`` times the
-    peak). ``mask`` broadcasts against ``kspace``; unacquired samples stay zero.
-    """
-    if sigma == 0:
-        return kspace
-    white = torch.from_numpy(rng.standard_normal((*kspace.shape, 2), dtype=np.float32))
-    noise = torch.view_as_complex(white).to(kspace.dtype) * (sigma / np.sqrt(2))
-    return kspace + noise * mask
+        return Cine(target, maps, f"synthetic-{self.seed}-{i}")
 
 
 def crop_windows(
@@ -204,7 +151,7 @@ class CineCropDataset(Dataset):
     Parameters
     ----------
     source
-        Sequence of :class:`CineSample`; ``source.shape(i)`` is used when available so the
+        Sequence of :class:`Cine`; ``source.shape(i)`` is used when available so the
         window index is built without loading samples.
     crop_mode
         ``"multires"`` (windows of every size in ``crop_sizes``) or ``"fixed"``
@@ -224,14 +171,13 @@ class CineCropDataset(Dataset):
         drawn uniformly from the range (fixed per item for validation). This is the noise
         model of ``passnet simulate`` after prewhitening (docs/method.md).
 
-    ``__getitem__`` returns a dict of tensors: ``kspace`` (``(T, H, W)`` or ``(C, T, H, W)``),
-    ``mask`` (``(T, H, W)`` float32), ``target`` (``(T, H, W)``), ``scale`` (the divisor
-    ``max |A^H d|``) and ``coil_maps`` (``(C, H, W)``) for multi-coil samples.
+    ``__getitem__`` returns a :class:`~training.acquisition.Sample` (the true maps of
+    multi-coil samples, white noise: :func:`training.acquisition.acquire`).
     """
 
     def __init__(
         self,
-        source: Sequence[CineSample],
+        source: Sequence[Cine],
         crop_mode: str = "multires",
         crop_sizes: Sequence[int] = MULTIRES_SIZES,
         fixed_size: int = 128,
@@ -260,13 +206,13 @@ class CineCropDataset(Dataset):
         for i in range(len(source)):
             shape = source.shape(i) if hasattr(source, "shape") else source[i].shape
             self.index.extend((i, win) for win in crop_windows(shape, sizes, frames, stride))
-        self._cache: OrderedDict[int, CineSample] = OrderedDict()
+        self._cache: OrderedDict[int, Cine] = OrderedDict()
         self._cache_size = cache_size
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def _sample(self, i: int) -> CineSample:
+    def _sample(self, i: int) -> Cine:
         if i in self._cache:
             self._cache.move_to_end(i)
             return self._cache[i]
@@ -291,7 +237,7 @@ class CineCropDataset(Dataset):
         kind, accel = self.masks[int(rng.integers(len(self.masks)))]
         return make_mask(kind, accel, *shape, seed=int(rng.integers(2**63 - 1)))
 
-    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, k: int) -> Sample:
         i, (t0, y0, x0, ft, hs, ws) = self.index[k]
         sample = self._sample(i)
         target = torch.from_numpy(
@@ -303,85 +249,46 @@ class CineCropDataset(Dataset):
             maps = torch.from_numpy(np.ascontiguousarray(crop)).to(torch.complex64)
         rng = self._rng(k)
         mask = self._mask(rng, (ft, hs, ws))
-        op = EncodingOp(mask, None if maps is None else maps[None])
-        peak = float(np.abs(sample.target).max())
-        sigma = rng.uniform(*self.noise_levels) * peak
-        kspace = add_kspace_noise(op.forward(target[None]), mask, sigma, rng)
-        scale = op.adjoint(kspace).abs().max().clamp(min=torch.finfo(torch.float32).tiny)
-        item = {
-            "kspace": kspace[0] / scale,
-            "mask": mask,
-            "target": target / scale,
-            "scale": scale.to(torch.float32),
-        }
-        if maps is not None:
-            item["coil_maps"] = maps
-        return item
+        sigma = rng.uniform(*self.noise_levels) * float(np.abs(sample.target).max())
+        return acquire(target, maps, mask, sigma, rng)
 
 
-def collate_cine(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack items into a batch (leading ``B`` axis).
+def collate_cine(batch: list[Sample]) -> Sample:
+    """Stack samples into one with a leading batch axis on every field.
 
     Crops of different sizes cannot be stacked: use ``batch_size=1`` (as the paper does) or
     the fixed crop mode. Raises ``ValueError`` naming the mismatch.
     """
     if not batch:
         raise ValueError("cannot collate an empty batch")
-    keys = set(batch[0])
-    for item in batch[1:]:
-        if set(item) != keys:
-            raise ValueError(
-                f"items disagree in keys ({sorted(keys)} vs {sorted(item)}): single- and "
-                "multi-coil items cannot share a batch"
-            )
-    out = {}
-    for key in batch[0]:
-        shapes = {tuple(item[key].shape) for item in batch}
+    if len({item.coil_maps is None for item in batch}) > 1:
+        raise ValueError("single- and multi-coil items cannot share a batch")
+    stacked: dict[str, torch.Tensor | None] = {}
+    for field in dataclasses.fields(Sample):
+        values = [getattr(item, field.name) for item in batch]
+        if values[0] is None:
+            stacked[field.name] = None
+            continue
+        shapes = {tuple(v.shape) for v in values}
         if len(shapes) > 1:
             raise ValueError(
-                f"cannot batch {key} of different shapes {sorted(shapes)}; use batch_size=1 "
-                "with multi-resolution crops, or crop_mode='fixed'"
+                f"cannot batch {field.name} of different shapes {sorted(shapes)}; use "
+                "batch_size=1 with multi-resolution crops, or crop_mode='fixed'"
             )
-        out[key] = torch.stack([item[key] for item in batch])
-    return out
-
-
-# Noise samples of the one noise scan `passnet simulate` writes (2x-oversampled readout of a
-# 128 matrix): the chain estimates its prewhitening from that many samples.
-CHAIN_NOISE_SAMPLES = 256
+        stacked[field.name] = torch.stack(values)
+    return Sample(**stacked)  # type: ignore[arg-type]
 
 
 class ChainCropDataset(CineCropDataset):
     """Crops as the replay chain feeds them to the network (``data.acquisition: chain``).
 
     Where :class:`CineCropDataset` gives the network the true coil maps and white noise, each
-    item here goes through what a scanner records and what the chain then estimates:
-
-    - correlated receiver noise (a random coil covariance, ``noise_levels`` of the peak) on the
-      acquired samples, and a noise scan of :data:`CHAIN_NOISE_SAMPLES` samples;
-    - prewhitening with the covariance *estimated* from that scan
-      (:func:`gadgets.assembly.noise_covariance`, :func:`~gadgets.assembly.prewhitening_matrix`);
-    - coil maps *estimated* from the undersampled data's time average by the chain's own code
-      (:func:`gadgets.pipeline.estimate_maps`: ESPIRiT, Walsh where the centre is too small).
-
-    The target is what the chain's SENSE combination gives for noise-free, fully sampled data:
-    the prewhitened coil images ``W S rho`` combined with the estimated maps, so target and data
-    agree under the network's own forward model; ``passnet recon`` scores against the same
-    weighting (``|W S|``). Readout oversampling is not simulated: removing it by the chain's
-    FFT crop leaves white noise white at the same level.
+    item here goes through :func:`training.acquisition.acquire_as_chain`: correlated receiver
+    noise and a noise scan, prewhitening with the estimated covariance, coil maps estimated by
+    the chain's own code, and the target those maps give.
     """
 
-    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        from gadgets.assembly import (
-            SliceData,
-            central_run,
-            frame_sum,
-            noise_covariance,
-            prewhitening_matrix,
-        )
-        from gadgets.pipeline import estimate_maps
-        from training.simulate import random_coil_covariance
-
+    def __getitem__(self, k: int) -> Sample:
         i, (t0, y0, x0, ft, hs, ws) = self.index[k]
         sample = self._sample(i)
         if sample.coil_maps is None:
@@ -390,39 +297,5 @@ class ChainCropDataset(CineCropDataset):
         maps = sample.coil_maps[:, y0 : y0 + hs, x0 : x0 + ws].astype(np.complex64)
         rng = self._rng(k)
         mask = self._mask(rng, (ft, hs, ws)).numpy().astype(np.float32)
-        c = maps.shape[0]
-        coil_images = maps[:, None] * rho[None]  # (C, T, H, W)
         sigma = rng.uniform(*self.noise_levels) * float(np.abs(sample.target).max())
-        chol = np.linalg.cholesky(random_coil_covariance(c, rng)) * max(sigma, 1e-6)
-
-        def coloured(n: int) -> np.ndarray:
-            white = rng.standard_normal((c, n)) + 1j * rng.standard_normal((c, n))
-            return chol @ (white / np.sqrt(2))
-
-        kspace = fft2c(torch.from_numpy(coil_images)).numpy()
-        kspace = (kspace + coloured(kspace[0].size).reshape(kspace.shape)) * mask[None]
-        whitening = prewhitening_matrix(noise_covariance([coloured(CHAIN_NOISE_SAMPLES)]))
-        kspace = np.einsum("ij,jthw->ithw", whitening, kspace).astype(np.complex64)
-        truth = np.einsum("ij,jthw->ithw", whitening, coil_images).astype(np.complex64)
-        total, count = frame_sum(kspace)
-        calibration = (total / np.maximum(count, 1)).astype(np.complex64)
-        slice_data = SliceData(
-            kspace=kspace, mask=mask, calibration=calibration, reference=[], slice_index=0,
-            field_of_view=(1.0, 1.0, 1.0), recon_matrix=(ws, hs),
-            calib_lines=central_run(mask.max(axis=(0, 2)) > 0),
-        )  # fmt: skip
-        estimated = estimate_maps(slice_data)
-        assert estimated is not None  # multi-coil
-        target = torch.from_numpy((truth * estimated.conj()[:, None]).sum(axis=0))
-        maps_t = torch.from_numpy(estimated.astype(np.complex64))
-        mask_t = torch.from_numpy(mask)
-        kspace_t = torch.from_numpy(kspace)
-        op = EncodingOp(mask_t, maps_t[None])
-        scale = op.adjoint(kspace_t[None]).abs().max().clamp(min=torch.finfo(torch.float32).tiny)
-        return {
-            "kspace": kspace_t / scale,
-            "mask": mask_t,
-            "target": target / scale,
-            "scale": scale.to(torch.float32),
-            "coil_maps": maps_t,
-        }
+        return acquire_as_chain(rho, maps, mask, sigma, rng)

@@ -15,15 +15,14 @@ expects (``max |A^H d| = 1``, docs/design.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 
 import numpy as np
 import torch
 
-from passnet_core import baselines
-from passnet_core.fft import fft2c
 from passnet_core.masks import make_mask, parse_mask_name, seed_from_name
-from training.data import SyntheticCines, add_kspace_noise
+from training.acquisition import Cine, Sample, acquire
+from training.data import SyntheticCines
 from training.heldout_phantom import HELDOUT_FRAMES, HELDOUT_MATRIX, heldout_cine
 from training.simulate import DEFAULT_NOISE
 
@@ -34,29 +33,9 @@ HELDOUT_COILS = 12
 SIMULATE_NOISE = DEFAULT_NOISE  # evaluation noise defaults to what `passnet simulate` writes
 
 
-@dataclass(frozen=True)
-class Case:
-    """One ground-truth cine: complex ``target`` ``(T, H, W)`` and ``maps`` ``(C, H, W)``."""
-
-    name: str
-    family: str
-    target: np.ndarray
-    maps: np.ndarray
-
-
-@dataclass(frozen=True)
-class CaseData:
-    """A case under one mask: normalised k-space ``(1, C, T, H, W)``, mask, maps, target."""
-
-    kspace: torch.Tensor
-    mask: torch.Tensor
-    maps: torch.Tensor
-    target: torch.Tensor
-
-
 def make_cases(
     family: str, n: int, seed: int, size: tuple[int, int, int] | None = None, coils: int = 8
-) -> list[Case]:
+) -> list[Cine]:
     """``n`` cases of ``family``.
 
     Parameters
@@ -79,28 +58,26 @@ def make_cases(
         for i in range(n):
             cine = cines[i]
             assert cine.coil_maps is not None
-            out.append(Case(cine.name, family, cine.target, cine.coil_maps))
+            out.append(dataclasses.replace(cine, family=family))
         return out
     if family == "heldout":
         t, h, w = size or (HELDOUT_FRAMES, *HELDOUT_MATRIX)
         cases = []
         for i in range(n):
             target, maps = heldout_cine(seed + i, frames=t, matrix=(h, w), n_coils=HELDOUT_COILS)
-            cases.append(Case(f"heldout-{seed}-{i}", family, target, maps))
+            cases.append(Cine(target, maps, f"heldout-{seed}-{i}", family))
         return cases
     raise ValueError(f"unknown family {family!r} (choose from {', '.join(FAMILIES)})")
 
 
-def case_data(case: Case, mask_name: str, noise_level: float) -> CaseData:
+def case_data(case: Cine, mask_name: str, noise_level: float) -> Sample:
     """The case under ``mask_name`` with noise, normalised to ``max |A^H d| = 1``."""
     kind, accel = parse_mask_name(mask_name)
     t, h, w = case.target.shape
+    assert case.coil_maps is not None  # both families are multi-coil
     mask = make_mask(kind, accel, t, h, w, seed=seed_from_name(f"{case.name}/{mask_name}"))
-    x = torch.from_numpy(case.target)[None]
-    maps = torch.from_numpy(case.maps)[None]
-    kspace = fft2c(maps[:, :, None] * x[:, None]) * mask
     rng = np.random.default_rng(seed_from_name(f"{case.name}/{mask_name}/noise"))
     sigma = noise_level * float(np.abs(case.target).max())
-    kspace = add_kspace_noise(kspace, mask, sigma, rng)
-    scale = baselines.zero_filled(kspace, mask, maps).abs().max().clamp_min(1e-12)
-    return CaseData(kspace / scale, mask, maps, x[0] / scale)
+    return acquire(
+        torch.from_numpy(case.target), torch.from_numpy(case.coil_maps), mask, sigma, rng
+    )

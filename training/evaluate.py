@@ -30,21 +30,21 @@ import numpy as np
 import torch
 
 from passnet_core import bart, baselines, metrics
+from passnet_core import methods as registry
 from passnet_core.inference import reconstruct
 from passnet_core.masks import parse_mask_name
+from passnet_core.methods import EVALUATE_METHODS
+from passnet_core.operators import encoding
 from passnet_core.weights import (
-    ablation_weights_path,
-    default_weights_path,
     load_weights,
-    paper_start_weights_path,
     read_metadata,
     stored_config,
 )
+from training.acquisition import Sample
 from training.cli_args import evaluate_arguments
 from training.eval_cases import (
     FAMILIES,
     TEST_SEEDS,
-    CaseData,
     case_data,
     make_cases,
 )
@@ -59,8 +59,8 @@ from training.provenance import provenance
 from training.tuning import (
     BART_GRIDS,
     BART_ITERS,
-    BART_REGULARISERS,
     bart_pics,
+    bart_regulariser,
     tune_bart,
     validation_data,
 )
@@ -68,13 +68,10 @@ from training.tuning import (
 log = logging.getLogger(__name__)
 
 DEFAULT_MASKS = ("vds_lines-8", "radial-8", "vds-8")
-CLASSICAL = ("zero-filled", "lplus-s", "llr", "bart-llr", "bart-tv")
-PASSNETS = ("passnet-adjoint", "passnet-uniform", "passnet")
-METHODS = CLASSICAL + PASSNETS
-DEFAULT_METHODS = ("zero-filled", "lplus-s", "llr", "bart-llr", *PASSNETS)
+CLASSICAL = tuple(n for n in registry.EVALUATE_METHODS if registry.get(n).kind != "network")
 REUSE_TOLERANCE_DB = 0.01  # a reused method must reproduce its stored first-case PSNR this well
 
-Recon = Callable[[CaseData, str], torch.Tensor]  # (data, mask name) -> (1, T, H, W)
+Recon = Callable[[Sample, str], torch.Tensor]  # (data, mask name) -> (1, T, H, W)
 
 
 # --------------------------------------------------------------------------- methods
@@ -83,15 +80,15 @@ Recon = Callable[[CaseData, str], torch.Tensor]  # (data, mask name) -> (1, T, H
 def _passnet(path: Path, device: str) -> Recon:
     model = load_weights(path, map_location="cpu")
 
-    def run(data: CaseData, mask_name: str) -> torch.Tensor:
-        return reconstruct(data.kspace, data.mask, data.maps, model=model, device=device)
+    def run(data: Sample, mask_name: str) -> torch.Tensor:
+        return reconstruct(*data.batched(), model=model, device=device)
 
     return run
 
 
 def _bart(method: str, lambdas: dict[str, float]) -> Recon:
-    def run(data: CaseData, mask_name: str) -> torch.Tensor:
-        return bart_pics(data, BART_REGULARISERS[method].format(lambdas[mask_name]))
+    def run(data: Sample, mask_name: str) -> torch.Tensor:
+        return bart_pics(data, bart_regulariser(method).format(lambdas[mask_name]))
 
     return run
 
@@ -107,32 +104,28 @@ def build_methods(
     ``weights`` maps PASSNet method names to a weights file (``None``: the shipped one);
     ``bart_lambdas`` maps BART methods to their tuned weight per mask.
     """
-    shipped = _shipped_weights()
     out: dict[str, Recon | str] = {}
     for name in names:
-        if name == "zero-filled":
-            out[name] = lambda d, m: baselines.zero_filled(d.kspace, d.mask, d.maps)
-        elif name == "lplus-s":
-            out[name] = lambda d, m: baselines.lplus_s(d.kspace, d.mask, d.maps)
-        elif name == "llr":
-            out[name] = lambda d, m: baselines.llr(d.kspace, d.mask, d.maps)
-        elif name in BART_REGULARISERS:
+        method = registry.get(name)
+        if method.kind == "operator":
+            out[name] = _on_operator(method.load())
+        elif method.kind == "bart":
             if not bart.available():
                 out[name] = "bart not installed"
             else:
                 out[name] = _bart(name, bart_lambdas[name])
         else:
-            path = weights.get(name) or shipped[name]
+            path = weights.get(name) or method.shipped_weights()
             out[name] = _passnet(path, device) if path.is_file() else f"no weights at {path}"
     return out
 
 
-def _shipped_weights() -> dict[str, Path]:
-    return {
-        "passnet": default_weights_path(),
-        "passnet-uniform": ablation_weights_path(),
-        "passnet-adjoint": paper_start_weights_path(),
-    }
+def _on_operator(reconstruction: Callable[..., torch.Tensor]) -> Recon:
+    def run(data: Sample, mask_name: str) -> torch.Tensor:
+        kspace, op = encoding(*data.batched())
+        return reconstruction(op, kspace)
+
+    return run
 
 
 def describe_recipe(path: Path) -> str:
@@ -283,7 +276,7 @@ def _notes(
         chosen = ", ".join(f"{m}: {v['best']:g}" for m, v in per_mask.items())
         grid = ", ".join(f"{v:g}" for v in BART_GRIDS[method])
         notes.append(
-            f"{method}: `pics -R {BART_REGULARISERS[method].format('lambda')} -i {BART_ITERS}`, "
+            f"{method}: `pics -R {bart_regulariser(method).format('lambda')} -i {BART_ITERS}`, "
             f"lambda tuned per mask on {args.tune_cases} validation cases (seeds disjoint from "
             f"the test cases) over {{{grid}}}; chosen {chosen}."
         )
@@ -293,10 +286,9 @@ def _notes(
         "shifts (passnet_core.baselines.llr): the shipped PASSNet's warm start, so `passnet − "
         "llr` is what the learned stages add."
     )
-    shipped = _shipped_weights()
     recipes = []
     for name in ("passnet", "passnet-adjoint", "passnet-uniform"):
-        path = weights.get(name) or shipped[name]
+        path = weights.get(name) or registry.get(name).shipped_weights()
         if name in names and path.is_file():
             recipes.append(f"`{name}` ({path.name}: {describe_recipe(path)})")
     notes.append(
@@ -396,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
         masks = _parse_list(args.masks, None, "masks")
         for m in masks:
             parse_mask_name(m)
-        names = _parse_list(args.methods, METHODS, "methods")
+        names = _parse_list(args.methods, EVALUATE_METHODS, "methods")
         families = _parse_list(args.families, FAMILIES, "families")
         size = _parse_size(args.size)
         if args.n_cases < 1 or args.coils < 1 or args.tune_cases < 1:
@@ -420,7 +412,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bart_methods = [n for n in names if n in BART_REGULARISERS and bart.available()]
+    bart_methods = [n for n in names if registry.get(n).kind == "bart" and bart.available()]
     tuned: dict = {}
     if stored and all(n in reuse_names for n in bart_methods):
         tuned = {m: v for m, v in stored.get("bart_tuning", {}).items() if m in bart_methods}

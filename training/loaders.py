@@ -1,4 +1,4 @@
-"""Read fully sampled cine data sets into :class:`~training.data.CineSample` lists.
+"""Read fully sampled cine data sets into :class:`~training.acquisition.Cine` lists.
 
 OCMR (any ISMRMRD raw file)
     Read with :func:`passnet_core.ismrmrd_io.read_raw` (header through ``parse_header``) and
@@ -32,7 +32,7 @@ import torch
 from gadgets.assembly import AcquisitionBuffer, SliceData, SliceFailure
 from passnet_core.fft import fft2c, ifft2c
 from passnet_core.ismrmrd_io import read_raw
-from training.data import CineSample
+from training.acquisition import Cine
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ _NO_LIMIT = 2**62
 class FolderScan:
     """Result of :func:`scan_folder`: the samples and the files that could not be read."""
 
-    samples: list[CineSample] = field(default_factory=list)
+    samples: list[Cine] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
@@ -114,8 +114,8 @@ def ocmr_slices(path: str | Path) -> Iterator[SliceData]:
         raise ValueError(f"{path.name}: no imaging readouts")
 
 
-def load_ocmr(path: str | Path, coil_method: str = "espirit") -> list[CineSample]:
-    """Fully sampled ISMRMRD cine -> one :class:`CineSample` per slice (see module docstring).
+def load_ocmr(path: str | Path, coil_method: str = "espirit") -> list[Cine]:
+    """Fully sampled ISMRMRD cine -> one :class:`Cine` per slice (see module docstring).
 
     Samples are in slice-index order; ``coil_method`` selects the coil map estimator
     (``"espirit"`` or ``"walsh"``).
@@ -132,15 +132,15 @@ def load_ocmr(path: str | Path, coil_method: str = "espirit") -> list[CineSample
             )
         target, maps = coil_combine(ifft2c(torch.from_numpy(data.kspace)), method=coil_method)
         samples.append(
-            (data.slice_index, CineSample(target, maps, f"{path.stem}_slice{data.slice_index}"))
+            (data.slice_index, Cine(target, maps, f"{path.stem}_slice{data.slice_index}"))
         )
     return [sample for _, sample in sorted(samples, key=lambda pair: pair[0])]
 
 
 def load_cmrxrecon(
     path: str | Path, key: str = "kspace_full", coil_method: str = "espirit"
-) -> list[CineSample]:
-    """CMRxRecon ``.mat`` (v7.3) -> one :class:`CineSample` per slice.
+) -> list[Cine]:
+    """CMRxRecon ``.mat`` (v7.3) -> one :class:`Cine` per slice.
 
     ``key`` names the variable (``kspace_full``); ``coil_method`` as in :func:`load_ocmr`.
     """
@@ -158,12 +158,12 @@ def load_cmrxrecon(
     for s in range(kspace.shape[1]):
         coil_k = torch.from_numpy(np.ascontiguousarray(kspace[:, s].transpose(1, 0, 2, 3)))
         target, maps = coil_combine(ifft2c(coil_k), method=coil_method)
-        samples.append(CineSample(target, maps, f"{path.stem}_slice{s}"))
+        samples.append(Cine(target, maps, f"{path.stem}_slice{s}"))
     return samples
 
 
 class _Loader(Protocol):
-    def __call__(self, path: str | Path, *, coil_method: str) -> list[CineSample]: ...
+    def __call__(self, path: str | Path, *, coil_method: str) -> list[Cine]: ...
 
 
 LOADERS: dict[str, _Loader] = {".h5": load_ocmr, ".mat": load_cmrxrecon}

@@ -41,11 +41,15 @@ import h5py
 import ismrmrd
 import ismrmrd.xsd as xsd
 import numpy as np
-import torch
 from ismrmrd.hdf5 import acquisition_dtype, acquisition_header_dtype
 
-from passnet_core.fft import ifft2c
 from passnet_core.masks import make_mask, vds_lines_mask
+from training.acquisition import (
+    SimulatedSlice,
+    noise_scan,
+    random_coil_covariance,
+    record_cartesian,
+)
 from training.cli_args import (  # the defaults passnet simulate --help documents
     DEFAULT_ACCEL,
     DEFAULT_COILS,
@@ -53,8 +57,8 @@ from training.cli_args import (  # the defaults passnet simulate --help document
     DEFAULT_MATRIX,
     DEFAULT_NOISE,
     LINE_MASK_KINDS,
-    MASK_ALIASES,
     PHANTOMS,
+    RETIRED_MASK_NAMES,
     simulate_arguments,
 )
 from training.phantom import (
@@ -89,62 +93,24 @@ TRUTH_DEFINITION = (
 )
 
 
-@dataclasses.dataclass
-class SimulatedSlice:
-    """One simulated slice: acquired-grid k-space, ground truth, maps and line mask."""
-
-    kspace: np.ndarray  # (C, T, H, RO) complex64 on the full grid, noise on acquired lines
-    truth: np.ndarray  # (T, H, W) complex64
-    coil_maps: np.ndarray  # (C, H, W) complex64
-    lines: np.ndarray  # (T, H) bool, acquired phase-encode lines
-
-
 def line_mask(kind: str, accel: float, t: int, h: int, seed: int) -> np.ndarray:
     """Acquired phase-encode lines ``(T, H)`` of a Cartesian kind (``vds_lines``/``equispaced``)."""
-    kind = MASK_ALIASES.get(kind, kind)
+    check_line_mask_kind(kind)
     if kind == "vds_lines":
         rng = np.random.default_rng([seed, 1])
         return vds_lines_mask(accel, t, h, 2, rng)[:, :, 0].numpy() > 0
-    if kind == "equispaced":
-        return make_mask("equispaced", accel, t, h, 2)[:, :, 0].numpy() > 0
-    raise ValueError(
-        f"mask kind {kind!r} cannot be simulated as Cartesian readouts; "
-        f"use one of {LINE_MASK_KINDS}"
-    )
+    return make_mask("equispaced", accel, t, h, 2)[:, :, 0].numpy() > 0
 
 
-def random_coil_covariance(n_coils: int, rng: np.random.Generator) -> np.ndarray:
-    """A random receiver-noise covariance to simulate: Hermitian positive definite ``(C, C)``,
-    mean diagonal 1 (the gadgets *estimate* one from noise scans: ``gadgets.assembly``).
-
-    Unequal coil noise levels and correlations of a few tens of percent, as in real arrays.
-    """
-    mix = np.eye(n_coils) + 0.25 * (
-        rng.normal(size=(n_coils, n_coils)) + 1j * rng.normal(size=(n_coils, n_coils))
-    ) / np.sqrt(2)
-    gains = np.diag(rng.uniform(0.8, 1.25, n_coils))
-    cov = gains @ mix @ mix.conj().T @ gains
-    return (cov / np.real(np.trace(cov)) * n_coils).astype(np.complex128)
-
-
-def _fft_crop(x: torch.Tensor, dim: int, n_out: int, pad_to: int | None = None) -> torch.Tensor:
-    """Centred orthonormal FFT along ``dim`` keeping only the ``n_out`` central samples.
-
-    ``pad_to`` zero-pads the axis (centred) first, i.e. widens the field of view, which is how
-    readout oversampling is simulated. The centring shifts become a phase ramp on the kept
-    samples, so the full spectrum is never shifted. The result is scaled by ``sqrt(n_out / n)``
-    so that an orthonormal inverse FFT over ``n_out`` points gives back the image intensities.
-    """
-    n_in = x.shape[dim]
-    n = max(n_in, pad_to or n_in)
-    k = torch.arange(n_out) - n_out // 2  # centred frequency indices that are kept
-    spectrum = torch.fft.fft(x, n=n, dim=dim, norm="ortho")  # zero padding at the end
-    kept = spectrum.index_select(dim, torch.remainder(k, n))
-    # pixel j sits at coordinate j - n_in//2: undo the offset of end-padding with a phase ramp
-    ramp = torch.exp(2j * torch.pi * k * (n_in // 2) / n).to(kept.dtype) * float(np.sqrt(n_out / n))
-    shape = [1] * x.ndim
-    shape[dim] = n_out
-    return kept * ramp.reshape(shape)
+def check_line_mask_kind(kind: str) -> None:
+    """``ValueError`` unless ``kind`` is a Cartesian line mask a scanner file can hold."""
+    if kind in RETIRED_MASK_NAMES:
+        raise ValueError(RETIRED_MASK_NAMES[kind])
+    if kind not in LINE_MASK_KINDS:
+        raise ValueError(
+            f"mask kind {kind!r} cannot be simulated as Cartesian readouts; "
+            f"use one of {LINE_MASK_KINDS}"
+        )
 
 
 def synthesize_slice(
@@ -159,12 +125,15 @@ def synthesize_slice(
 ) -> SimulatedSlice:
     """Simulate one slice of the cardiac phantom.
 
-    Render the phantom and coil maps at ``(2H, 2W)`` and acquire them with :func:`acquire`.
+    Render the phantom and coil maps at ``(2H, 2W)`` and record them with
+    :func:`training.acquisition.record_cartesian`.
     """
     t, h, w = params.frames, params.height, params.width
     hi = cine_phantom(t, 2 * h, 2 * w, params=params)
     maps_hi = coil_sensitivities(n_coils, 2 * h, 2 * w, coil_seed, coil_params)
-    return acquire(hi, maps_hi, body_support(params, h, w), lines, oversampling, noise_chol, rng)
+    return record_cartesian(
+        hi, maps_hi, body_support(params, h, w), lines, oversampling, noise_chol, rng
+    )
 
 
 def synthesize_ellipse_slice(
@@ -181,7 +150,8 @@ def synthesize_ellipse_slice(
     """Simulate one slice of the independent ellipse phantom (training.heldout_phantom).
 
     Its analytic k-space is sampled at ``(2H, 2W)`` and its birdcage maps cover the whole
-    field of view; then the same acquisition as the cardiac phantom (:func:`acquire`).
+    field of view; then the same recording as the cardiac phantom
+    (:func:`training.acquisition.record_cartesian`).
     """
     try:  # needs scipy (the [train] extra); the cardiac phantom does not
         from training.heldout_phantom import heldout_cine
@@ -190,59 +160,9 @@ def synthesize_ellipse_slice(
             f"--phantom ellipses needs scipy ({exc}); install it with pip install -e '.[train]'"
         ) from exc
     hi, maps_hi = heldout_cine(seed, frames=frames, matrix=(2 * h, 2 * w), n_coils=n_coils)
-    return acquire(hi, maps_hi, np.ones((h, w), np.float32), lines, oversampling, noise_chol, rng)
-
-
-def acquire(
-    hi: np.ndarray,
-    maps_hi: np.ndarray,
-    support: np.ndarray,
-    lines: np.ndarray,
-    oversampling: bool,
-    noise_chol: np.ndarray,
-    rng: np.random.Generator,
-) -> SimulatedSlice:
-    """Acquire a cine rendered at twice the target resolution.
-
-    Keep the central ``(H, W)`` of each coil's k-space (``(H, 2W)`` with readout
-    oversampling), add noise ``noise_chol @ white`` on the acquired ``lines`` only, and
-    compute the ground truth (module docstring) with the maps decimated to ``(H, W)`` and
-    multiplied by ``support``.
-
-    Parameters
-    ----------
-    hi, maps_hi
-        Complex cine ``(T, 2H, 2W)`` and coil maps ``(C, 2H, 2W)``.
-    support
-        ``(H, W)`` object support the stored maps are cut to.
-    lines, oversampling, noise_chol, rng
-        Acquired lines ``(T, H)``, 2x readout oversampling, the noise's Cholesky factor and
-        the generator that draws it.
-    """
-    n_coils = maps_hi.shape[0]
-    t, h, w = hi.shape[0], hi.shape[1] // 2, hi.shape[2] // 2
-    image = torch.from_numpy(np.ascontiguousarray(hi, dtype=np.complex64))
-    ro = 2 * w if oversampling else w
-    kspace = torch.empty((n_coils, t, h, ro), dtype=torch.complex64)
-    for c in range(n_coils):  # one coil at a time keeps memory at O(T H W)
-        k = _fft_crop(torch.from_numpy(maps_hi[c]) * image, -2, h)
-        kspace[c] = _fft_crop(k, -1, ro, pad_to=2 * ro)
-
-    # pixel i of the target grid is pixel 2i of the 2x grid: decimate the continuous maps
-    maps = maps_hi[:, ::2, ::2] * support
-    coil_images = ifft2c(kspace)[..., (ro - w) // 2 : (ro - w) // 2 + w]
-    truth = (torch.from_numpy(maps).conj()[:, None] * coil_images).sum(0)
-
-    noisy = kspace.numpy()
-    t_idx, ky_idx = np.nonzero(lines)
-    shape = (n_coils, t_idx.size * ro)
-    white = rng.standard_normal(shape, dtype=np.float32) + 1j * rng.standard_normal(
-        shape, dtype=np.float32
+    return record_cartesian(
+        hi, maps_hi, np.ones((h, w), np.float32), lines, oversampling, noise_chol, rng
     )
-    noise = noise_chol.astype(np.complex64) @ (white / np.sqrt(2))
-    noisy[:, t_idx, ky_idx] += noise.reshape(n_coils, t_idx.size, ro)
-    truth_images = truth.numpy().astype(np.complex64)
-    return SimulatedSlice(noisy, truth_images, maps.astype(np.complex64), lines)
 
 
 def _orientation(n_slices: int, slice_index: int) -> dict[str, np.ndarray]:
@@ -464,11 +384,7 @@ def _check_args(n_coils, frames, h, w, mask, accel, partial_fourier, noise_level
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not (isinstance(h, (int, np.integer)) and isinstance(w, (int, np.integer))) or min(h, w) < 8:
         raise ValueError(f"matrix must be integers >= 8, got {(h, w)!r}")
-    if MASK_ALIASES.get(mask, mask) not in LINE_MASK_KINDS:
-        raise ValueError(
-            f"mask kind {mask!r} cannot be simulated as Cartesian readouts; "
-            f"use one of {LINE_MASK_KINDS}"
-        )
+    check_line_mask_kind(mask)
     if not np.isfinite(accel) or accel < 1:
         raise ValueError(f"accel must be >= 1, got {accel!r}")
     if mask == "equispaced" and float(accel) != int(accel):
@@ -509,8 +425,8 @@ def simulate_cine(
         ``"vds_lines"`` (variable-density phase-encode lines drawn afresh per frame:
         :func:`passnet_core.masks.vds_lines_mask`, the evaluation's ``vds_lines-R``) or
         ``"equispaced"`` (every ``accel``-th line plus 24 ACS lines, flagged
-        ``ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING``). ``"vds"``, the old name of
-        ``"vds_lines"``, is still accepted; the file and the summary use the new name.
+        ``ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING``). The old name ``"vds"`` is refused with a
+        message saying what to use.
     accel
         Acceleration of the mask; ``1`` samples every line.
     oversampling
@@ -534,7 +450,6 @@ def simulate_cine(
         masks, e.g. ``vds_lines-8``), effective acceleration, seconds, file size.
     """
     start = time.perf_counter()
-    mask = MASK_ALIASES.get(mask, mask)
     frames = DEFAULT_FRAMES if frames is None else frames
     matrix = DEFAULT_MATRIX if matrix is None else matrix
     h, w = (matrix, matrix) if isinstance(matrix, (int, np.integer)) else tuple(matrix)
@@ -572,12 +487,10 @@ def simulate_cine(
             )
         slices.append(one)
     ro = 2 * w if oversampling else w
-    noise_scan = noise_chol @ (
-        (rng.standard_normal((n_coils, ro)) + 1j * rng.standard_normal((n_coils, ro))) / np.sqrt(2)
-    )
+    noise = noise_scan(noise_chol, ro, rng)
     rr_ms = base.rr_interval_s * 1000
     records = _acquisition_records(
-        slices, noise_scan, oversampling, w, mask, accel, rr_ms, measurement_uid=seed % 2**32
+        slices, noise, oversampling, w, mask, accel, rr_ms, measurement_uid=seed % 2**32
     )
     xml = build_header(
         n_coils, frames, h, w, n_slices, oversampling, first_line, mask, accel, rr_ms, seed
@@ -636,8 +549,6 @@ add_arguments = simulate_arguments
 
 def run(args: argparse.Namespace) -> int:
     """Run ``passnet simulate`` and print a summary; 2 on invalid options."""
-    if args.mask in MASK_ALIASES:
-        log.info("--mask %s is the old name of %s", args.mask, MASK_ALIASES[args.mask])
     try:
         if len(args.matrix) not in (1, 2):
             raise ValueError(f"--matrix takes one or two sizes, got {args.matrix}")

@@ -40,8 +40,9 @@ from tqdm import tqdm
 from passnet_core import metrics
 from passnet_core.inference import resolve_device
 from passnet_core.model import PASSNet
-from passnet_core.operators import EncodingOp
+from passnet_core.operators import EncodingOp, zero_filled
 from passnet_core.weights import load_weights, save_weights
+from training.acquisition import Sample
 from training.cli_args import train_arguments
 from training.config import TrainConfig, load_config
 from training.data import collate_cine
@@ -145,7 +146,7 @@ def _worker_init(worker_id: int) -> None:
 
 
 def _sources(cfg: TrainConfig) -> tuple[Sequence[Any], Sequence[Any]]:
-    """Training and validation volumes (:class:`training.data.CineSample` sequences)."""
+    """Training and validation volumes (:class:`training.acquisition.Cine` sequences)."""
     d = cfg.data
     if d.source == "synthetic":
         from training.data import SyntheticCines
@@ -198,12 +199,8 @@ def make_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
 # --------------------------------------------------------------------------- steps
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def _forward(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-    return model(batch["kspace"], batch["mask"], batch.get("coil_maps"))
+def _forward(model: torch.nn.Module, batch: Sample) -> torch.Tensor:
+    return model(batch.kspace, batch.mask, batch.coil_maps)
 
 
 def _loss(recon: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
@@ -234,9 +231,9 @@ class WarmupCosine:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def zero_filled(batch: dict[str, Any]) -> torch.Tensor:
+def zero_filled_image(batch: Sample) -> torch.Tensor:
     """``A^H d`` of a batch (the network's input image)."""
-    return EncodingOp(batch["mask"], batch.get("coil_maps")).adjoint(batch["kspace"])
+    return zero_filled(EncodingOp(batch.mask, batch.coil_maps), batch.kspace)
 
 
 def _image_panel(zf: torch.Tensor, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -261,9 +258,9 @@ def validate(
     model.eval()
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "zf_psnr": [], "zf_ssim": []}
     for batch in loader:
-        batch = _to_device(batch, device)
-        recon, zf, target = _forward(model, batch).cpu(), zero_filled(batch).cpu(), batch["target"]
-        target = target.cpu()
+        batch = batch.to(device)
+        recon, zf = _forward(model, batch).cpu(), zero_filled_image(batch).cpu()
+        target = batch.target.cpu()
         scores["psnr"] += metrics.psnr(recon, target, magnitude=magnitude).flatten().tolist()
         scores["ssim"] += metrics.ssim(recon, target).flatten().tolist()
         scores["zf_psnr"] += metrics.psnr(zf, target, magnitude=magnitude).flatten().tolist()
@@ -362,9 +359,9 @@ class _Run:
             leave=False,
         )
         for step, batch in zip(range(steps), loader, strict=False):
-            batch = _to_device(batch, self.ctx.device)
+            batch = batch.to(self.ctx.device)
             recon = _forward(self.net, batch)
-            loss = _loss(recon, batch["target"], cfg.optim.loss)
+            loss = _loss(recon, batch.target, cfg.optim.loss)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip is not None:
@@ -379,7 +376,7 @@ class _Run:
             if writer is not None:
                 writer.add_scalar("train/loss", losses[-1], global_step)
                 if global_step % cfg.run.image_every == 0:
-                    panel = _image_panel(zero_filled(batch), recon.detach(), batch["target"])
+                    panel = _image_panel(zero_filled_image(batch), recon.detach(), batch.target)
                     writer.add_image("train/zf_recon_target_error", panel, global_step)
         bar.close()
         return losses

@@ -23,43 +23,53 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from passnet_core import bart, baselines, metrics
-from training.eval_cases import SIMULATE_NOISE, VALIDATION_SEEDS, CaseData, case_data, make_cases
+from passnet_core import bart, baselines, methods, metrics
+from passnet_core.operators import encoding
+from training.acquisition import Sample
+from training.eval_cases import SIMULATE_NOISE, VALIDATION_SEEDS, case_data, make_cases
 
 log = logging.getLogger(__name__)
 
 BART_ITERS = 100
-BART_REGULARISERS = {"bart-llr": "L:7:7:{}", "bart-tv": "T:1024:0:{}"}
 BART_GRIDS = {
     "bart-llr": (0.001, 0.002, 0.005, 0.01, 0.02),
     "bart-tv": (0.003, 0.01, 0.03, 0.1),
 }
 
 
-def bart_pics(data: CaseData, regulariser: str, iterations: int = BART_ITERS) -> torch.Tensor:
+def bart_regulariser(method: str) -> str:
+    """``pics -R`` template of a BART method (``{}`` for the weight), from the registry."""
+    regulariser = methods.get(method).bart_regulariser
+    if regulariser is None:
+        raise ValueError(f"{method!r} is not a BART method")
+    return regulariser
+
+
+def bart_pics(data: Sample, regulariser: str, iterations: int = BART_ITERS) -> torch.Tensor:
     """``bart pics`` (:func:`passnet_core.bart.pics`) on one case -> ``(1, T, H, W)``."""
-    k, sens, mask = data.kspace[0].numpy(), data.maps[0].numpy(), data.mask.numpy()
+    assert data.coil_maps is not None  # the evaluation families are multi-coil
+    k, sens, mask = data.kspace.numpy(), data.coil_maps.numpy(), data.mask.numpy()
     return torch.from_numpy(bart.pics(k, mask, sens, regulariser, iterations))[None]
 
 
-def case_psnr(recon: torch.Tensor, data: CaseData) -> float:
+def case_psnr(recon: torch.Tensor, data: Sample) -> float:
     """PSNR (magnitudes, peak of the truth) of a ``(1, T, H, W)`` reconstruction of a case."""
     return float(metrics.psnr(recon[0].to(torch.complex64), data.target, magnitude=True))
 
 
 def tune_bart(
-    methods: Sequence[str], masks: Sequence[str], cases: dict[str, list[CaseData]]
+    methods: Sequence[str], masks: Sequence[str], cases: dict[str, list[Sample]]
 ) -> dict[str, dict[str, dict]]:
     """Best regularisation weight per BART method and mask on validation data.
 
     Parameters
     ----------
     methods
-        BART method names (keys of :data:`BART_REGULARISERS`).
+        BART method names (:mod:`passnet_core.methods` of kind ``"bart"``).
     masks
         Mask names.
     cases
-        ``{mask: [CaseData, ...]}`` validation data.
+        ``{mask: [Sample, ...]}`` validation data.
 
     Returns
     -------
@@ -72,7 +82,7 @@ def tune_bart(
         for mask in masks:
             grid = {}
             for lam in BART_GRIDS[method]:
-                reg = BART_REGULARISERS[method].format(lam)
+                reg = bart_regulariser(method).format(lam)
                 grid[lam] = float(np.mean([case_psnr(bart_pics(d, reg), d) for d in cases[mask]]))
                 log.info("tuning %s %s lambda %g: %.2f dB", method, mask, lam, grid[lam])
             out[method][mask] = {"best": max(grid, key=grid.__getitem__), "grid": grid}
@@ -85,8 +95,8 @@ def validation_data(
     noise_level: float,
     size: tuple[int, int, int] | None = None,
     coils: int = 8,
-) -> dict[str, list[CaseData]]:
-    """``{mask: [CaseData]}`` for ``n`` validation cases of the synthetic family.
+) -> dict[str, list[Sample]]:
+    """``{mask: [Sample]}`` for ``n`` validation cases of the synthetic family.
 
     ``size`` and ``coils`` as for :func:`training.eval_cases.make_cases` (match the test
     cases, so the tuned weight fits their matrix and coil count).
@@ -96,15 +106,16 @@ def validation_data(
 
 
 def lplus_s_curve(
-    data: CaseData,
+    data: Sample,
     n_iter: int,
     lambda_l: float = baselines.LPLUSS_LAMBDA_L,
     lambda_s: float = baselines.LPLUSS_LAMBDA_S,
 ) -> list[float]:
     """PSNR of L+S on one case after every one of ``n_iter`` iterations (no early stop)."""
     curve: list[float] = []
+    kspace, op = encoding(*data.batched())
     baselines.lplus_s(
-        data.kspace, data.mask, data.maps, lambda_l=lambda_l, lambda_s=lambda_s, n_iter=n_iter,
+        op, kspace, lambda_l=lambda_l, lambda_s=lambda_s, n_iter=n_iter,
         tol=0.0, monitor=lambda _, x: curve.append(case_psnr(x, data)),
     )  # fmt: skip
     return curve
@@ -122,7 +133,7 @@ def convergence_study(
         entry: dict = {"lplus_s": curves.mean(0).tolist()}
         if tuned:
             lam = tuned["bart-llr"][mask]["best"]
-            reg = BART_REGULARISERS["bart-llr"].format(lam)
+            reg = bart_regulariser("bart-llr").format(lam)
             entry["bart_llr_lambda"] = lam
             entry["bart_llr"] = {
                 str(k): float(np.mean([case_psnr(bart_pics(d, reg, k), d) for d in data[mask]]))
