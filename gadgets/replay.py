@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     from gadgets.chain import run_chain
-    from gadgets.exporters import METHOD_LABELS
+    from gadgets.exporters.naming import method_label
     from passnet_core.ismrmrd_io import read_raw
 
     t0 = time.perf_counter()
@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot read %s: %s", args.input, _one_line(exc))
         return 2
     t_read = time.perf_counter() - t0
-    label = METHOD_LABELS.get(params.method, params.method)
+    label = method_label(params.method)
     n_slices = count_slices(raw)
     log.info(
         "%s: %d acquisitions, %d slice(s); reconstructing with %s",
@@ -353,7 +353,7 @@ class TruthComparison:
     """PSNR/SSIM of each reconstructed slice against the ground truth.
 
     ``truth`` holds ``|truth|`` in the images' units (divided by each slice's fitted scale),
-    ``(S, T, H, W)`` in the order of :func:`gadgets.exporters.slice_stacks`, for display.
+    ``(S, T, H, W)`` in the order of :func:`gadgets.exporters.stacks.slice_stacks`, for display.
     """
 
     slices: list[int]
@@ -387,7 +387,7 @@ def compare_with_truth(images: list, truth: np.ndarray) -> TruthComparison | Non
     """
     import numpy as np
 
-    from gadgets.exporters import slice_stacks
+    from gadgets.exporters.stacks import slice_stacks
     from passnet_core import metrics
 
     result = TruthComparison([], [], [], np.empty(0))
@@ -472,9 +472,13 @@ def _write_extras(
     A missing optional library (the ``[io]`` extra) skips that output with an error line but
     is not a failure of the reconstruction.
     """
-    from gadgets import exporters
+    from gadgets.exporters.dicom import SeriesInfo, write_dicom
+    from gadgets.exporters.naming import method_label
+    from gadgets.exporters.nifti import write_nifti
+    from gadgets.exporters.png import write_png
+    from gadgets.exporters.uids import input_digest
 
-    label = exporters.METHOD_LABELS.get(params.method, params.method)
+    label = method_label(params.method)
     ok = True
 
     def attempt(what: str, write: Callable[[], object]) -> None:
@@ -497,13 +501,13 @@ def _write_extras(
             )
             scores = list(zip(comparison.psnr, comparison.ssim, strict=True))
         truth = comparison.truth if comparison is not None else None
-        path = exporters.write_png(images, args.png, truth, scores, raw.header_xml, title)
+        path = write_png(images, args.png, truth, scores, raw.header_xml, title)
         frames = len(images)
         extra = ", with truth and |error|" if truth is not None else ""
         log.info("wrote PNG %s: %d frames%s", path, frames, extra)
 
     def nifti() -> None:
-        summary = exporters.write_nifti(images, args.nifti, raw.header_xml)
+        summary = write_nifti(images, args.nifti, raw.header_xml)
         dt = (
             f"frame interval {summary.interval_ms:.1f} ms ({summary.timing_source})"
             if summary.interval_ms
@@ -513,11 +517,9 @@ def _write_extras(
         log.info("wrote NIfTI %s: shape %s, voxels %s mm, %s", args.nifti, summary.shape, voxel, dt)
 
     def dicom() -> None:
-        digest = exporters.input_digest(raw.header_xml, raw.heads, raw.data)
-        info = exporters.SeriesInfo(
-            raw.header_xml, digest, reconstruction_key(params), params.method
-        )
-        count = exporters.write_dicom(images, args.dicom, info)
+        digest = input_digest(raw.header_xml, raw.heads, raw.data)
+        info = SeriesInfo(raw.header_xml, digest, reconstruction_key(params), params.method)
+        count = write_dicom(images, args.dicom, info)
         log.info("wrote DICOM series %s/: %d files (%s)", args.dicom, count, label)
 
     if args.png:

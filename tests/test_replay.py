@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import acquisitions, header_xml, known_cine
 
-from gadgets.exporters import METHOD_LABELS
+from gadgets.exporters.naming import METHOD_LABELS
 from gadgets.replay import METHOD_OPTIONS, TRUTH_DATASET, add_arguments
 from passnet_core.cli import main
 from passnet_core.fft import fft2c
@@ -269,7 +269,7 @@ def test_method_names_map_to_the_chain(tmp_path):
 
 
 def test_truth_comparison_convention(cine_file):
-    from gadgets.exporters import slice_stacks
+    from gadgets.exporters.stacks import slice_stacks
     from gadgets.replay import compare_with_truth, read_truth
     from training.simulate import TRUTH_GROUP
 
