@@ -501,13 +501,13 @@ def _write_extras(
             )
             scores = list(zip(comparison.psnr, comparison.ssim, strict=True))
         truth = comparison.truth if comparison is not None else None
-        path = write_png(images, args.png, truth, scores, raw.header_xml, title)
+        path = write_png(images, args.png, truth, scores, raw.header, title)
         frames = len(images)
         extra = ", with truth and |error|" if truth is not None else ""
         log.info("wrote PNG %s: %d frames%s", path, frames, extra)
 
     def nifti() -> None:
-        summary = write_nifti(images, args.nifti, raw.header_xml)
+        summary = write_nifti(images, args.nifti, raw.header)
         dt = (
             f"frame interval {summary.interval_ms:.1f} ms ({summary.timing_source})"
             if summary.interval_ms
@@ -518,7 +518,7 @@ def _write_extras(
 
     def dicom() -> None:
         digest = input_digest(raw.header_xml, raw.heads, raw.data)
-        info = SeriesInfo(raw.header_xml, digest, reconstruction_key(params), params.method)
+        info = SeriesInfo(raw.header, digest, reconstruction_key(params), params.method)
         count = write_dicom(images, args.dicom, info)
         log.info("wrote DICOM series %s/: %d files (%s)", args.dicom, count, label)
 

@@ -18,9 +18,9 @@ from gadgets.exporters.dicom import SeriesInfo, study_tags, write_dicom
 from gadgets.exporters.nifti import write_nifti
 from gadgets.exporters.png import _grid, write_png
 from gadgets.exporters.stacks import slice_stacks, volume
-from gadgets.exporters.timing import frame_timing, parse_header_xml
+from gadgets.exporters.timing import frame_timing
 from gadgets.exporters.uids import derived_uid, input_digest, is_valid_uid
-from passnet_core.ismrmrd_io import read_raw
+from passnet_core.ismrmrd_io import parse_header, read_raw
 
 pydicom = pytest.importorskip("pydicom")
 nib = pytest.importorskip("nibabel")
@@ -85,7 +85,7 @@ def test_dicom_series_has_the_tags_uids_timing_and_geometry(tmp_path, two_slice_
     raw, images = two_slice_recon
     header = _with_subject(raw.header_xml)
     digest = input_digest(header, raw.heads, raw.data)
-    info = SeriesInfo(header, digest, recon_key="passnet|w1", method="passnet")
+    info = SeriesInfo(parse_header(header), digest, recon_key="passnet|w1", method="passnet")
     assert write_dicom(images, tmp_path / "a", info) == 10
     assert write_dicom(images, tmp_path / "b", info) == 10
     first, second = _read_series(tmp_path / "a"), _read_series(tmp_path / "b")
@@ -155,8 +155,8 @@ def test_dicom_placeholders_and_one_series_per_method(tmp_path, two_slice_recon)
     raw, images = two_slice_recon
     header = _without_subject(raw.header_xml)  # a file that names no patient or study
     digest = input_digest(header, raw.heads, raw.data)
-    passnet = SeriesInfo(header, digest, "passnet|w1", "passnet")
-    lplus_s = SeriesInfo(header, digest, "lplus_s", "lplus_s")
+    passnet = SeriesInfo(parse_header(header), digest, "passnet|w1", "passnet")
+    lplus_s = SeriesInfo(parse_header(header), digest, "lplus_s", "lplus_s")
     write_dicom(images[:1], tmp_path / "p", passnet)
     write_dicom(images[:1], tmp_path / "l", lplus_s)
     (a,), (b,) = _read_series(tmp_path / "p"), _read_series(tmp_path / "l")
@@ -168,8 +168,13 @@ def test_dicom_placeholders_and_one_series_per_method(tmp_path, two_slice_recon)
     assert (a.SeriesNumber, b.SeriesNumber) == (101, 102)
     # another input is another study
     other = input_digest(header, raw.heads[:-1], raw.data[:-1])
-    write_dicom(images[:1], tmp_path / "o", SeriesInfo(header, other))
+    write_dicom(images[:1], tmp_path / "o", SeriesInfo(parse_header(header), other))
     assert _read_series(tmp_path / "o")[0].StudyInstanceUID != a.StudyInstanceUID
+    # no header at all: the same placeholders
+    write_dicom(images[:1], tmp_path / "n", SeriesInfo(None, digest))
+    (n,) = _read_series(tmp_path / "n")
+    assert str(n.PatientName) == "Anonymous" and n.StudyInstanceUID == a.StudyInstanceUID
+    assert n.SeriesNumber == 101
 
 
 def test_header_uids_are_used_when_valid():
@@ -185,7 +190,7 @@ def test_header_uids_are_used_when_valid():
         "</matrixSize><fieldOfView_mm><x>8</x><y>8</y><z>8</z></fieldOfView_mm></reconSpace>"
         "<encodingLimits/><trajectory>cartesian</trajectory></encoding></ismrmrdHeader>"
     )
-    tags = study_tags(parse_header_xml(header), "ab" * 32)
+    tags = study_tags(parse_header(header), "ab" * 32)
     assert tags["StudyInstanceUID"] == "1.2.3.4"
     assert tags["FrameOfReferenceUID"].startswith("2.25.")  # 1.2.03 has a leading zero
 

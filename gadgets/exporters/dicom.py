@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from gadgets.exporters.geometry import pixel_spacing, vector, voxel_to_lps
 from gadgets.exporters.naming import method_label, series_offset
 from gadgets.exporters.stacks import slice_stacks
-from gadgets.exporters.timing import frame_timing, parse_header_xml, rr_interval_ms
+from gadgets.exporters.timing import frame_timing, rr_interval_ms
 from gadgets.exporters.uids import derived_uid, is_valid_uid
 
 if TYPE_CHECKING:
@@ -36,8 +36,9 @@ class SeriesInfo:
 
     Attributes
     ----------
-    header_xml
-        The raw file's ISMRMRD header (patient, study, measurement, sequence information).
+    header
+        The raw file's parsed ISMRMRD header (patient, study, measurement, sequence
+        information), or ``None``: placeholders.
     input_digest
         :func:`~gadgets.exporters.uids.input_digest` of the raw input: the study, frame of
         reference and placeholder patient ID derive from it.
@@ -47,7 +48,7 @@ class SeriesInfo:
         ``"passnet"``, ``"lplus_s"`` or ``"zero_filled"`` (series description and number).
     """
 
-    header_xml: str
+    header: ismrmrdHeader | None
     input_digest: str
     recon_key: str = "passnet"
     method: str = "passnet"
@@ -186,7 +187,7 @@ def write_dicom(images: Sequence[ismrmrd.Image], folder: str | Path, series: Ser
 
     folder = Path(folder)
     stacks = slice_stacks(images)
-    header = parse_header_xml(series.header_xml)
+    header = series.header
     common = study_tags(header, series.input_digest)
     series_uid = derived_uid(series.input_digest, "series", series.recon_key)
     label = method_label(series.method)

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 
 from gadgets.exporters.geometry import LPS_TO_RAS, stack_affine_lps
 from gadgets.exporters.stacks import slice_stacks, volume
-from gadgets.exporters.timing import frame_timing, parse_header_xml, rr_interval_ms
+from gadgets.exporters.timing import frame_timing, rr_interval_ms
 
 if TYPE_CHECKING:
     import ismrmrd
+    from ismrmrd.xsd import ismrmrdHeader
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class NiftiSummary:
 
 
 def write_nifti(
-    images: Sequence[ismrmrd.Image], path: str | Path, header_xml: str | None = None
+    images: Sequence[ismrmrd.Image], path: str | Path, header: ismrmrdHeader | None = None
 ) -> NiftiSummary:
     """NIfTI-1 magnitudes ``(x, y, z, t)`` = (readout column, phase row, slice, frame).
 
@@ -46,7 +47,7 @@ def write_nifti(
     stacks = slice_stacks(images)
     data = volume(stacks).transpose(3, 2, 0, 1)  # (S, T, H, W) -> (W, H, S, T)
     affine = np.array(LPS_TO_RAS) @ stack_affine_lps(stacks)
-    timing = frame_timing(stacks[0].images, rr_interval_ms(parse_header_xml(header_xml)))
+    timing = frame_timing(stacks[0].images, rr_interval_ms(header))
     image = nib.Nifti1Image(np.ascontiguousarray(data), affine)
     hdr = image.header
     image.set_qform(affine, code=1)

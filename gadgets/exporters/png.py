@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 
 from gadgets.exporters.geometry import pixel_spacing
 from gadgets.exporters.stacks import slice_stacks
-from gadgets.exporters.timing import frame_timing, parse_header_xml, rr_interval_ms
+from gadgets.exporters.timing import frame_timing, rr_interval_ms
 
 if TYPE_CHECKING:
     import ismrmrd
     import numpy as np
+    from ismrmrd.xsd import ismrmrdHeader
     from matplotlib.axes import Axes
     from matplotlib.image import AxesImage
 
@@ -55,7 +56,7 @@ def write_png(
     path: str | Path,
     truth: np.ndarray | None = None,
     scores: Sequence[tuple[float, float]] | None = None,
-    header_xml: str | None = None,
+    header: ismrmrdHeader | None = None,
     title: str = "",
 ) -> Path:
     """An overview PNG: per slice, every frame in a grid, x-t and y-t profiles, scales.
@@ -72,8 +73,9 @@ def write_png(
         frame and the x-t profiles of the truth and of the error.
     scores
         Optional ``(PSNR dB, SSIM)`` per slice for the panel titles.
-    header_xml
-        ISMRMRD header (RR interval for frame times when the time stamps do not give them).
+    header
+        The parsed ISMRMRD header (RR interval for frame times when the time stamps do not
+        give them).
     title
         Figure title.
 
@@ -107,7 +109,7 @@ def write_png(
         fig.suptitle(title, fontsize=10)
     subfigs = np.atleast_1d(fig.subfigures(n_s, 1, squeeze=False).ravel())
     vmax = float(np.percentile(np.concatenate([v.ravel() for v in vols]), 99.5)) or 1.0
-    rr_ms = rr_interval_ms(parse_header_xml(header_xml))
+    rr_ms = rr_interval_ms(header)
     for s, (stack, vol, sub) in enumerate(zip(stacks, vols, subfigs, strict=True)):
         t_len, h, w = vol.shape
         dx, dy = pixel_spacing(stack.images[0])

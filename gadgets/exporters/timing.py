@@ -10,7 +10,6 @@ and the outputs say so.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,22 +19,7 @@ if TYPE_CHECKING:
     import ismrmrd
     from ismrmrd.xsd import ismrmrdHeader
 
-log = logging.getLogger(__name__)
-
 TIME_STAMP_TICK_MS = 2.5
-
-
-def parse_header_xml(header_xml: str | bytes | None) -> ismrmrdHeader | None:
-    """The parsed ISMRMRD header, or ``None`` (logged) when absent or unreadable."""
-    if not header_xml:
-        return None
-    from passnet_core.ismrmrd_io import parse_header
-
-    try:
-        return parse_header(header_xml)
-    except ValueError as exc:
-        log.warning("ISMRMRD header unreadable for export (%s); using placeholders", exc)
-        return None
 
 
 def rr_interval_ms(header: ismrmrdHeader | None) -> float | None:
