@@ -15,7 +15,7 @@ import torch
 from helpers import acquisitions, header_xml, known_cine
 
 from gadgets.exporters.naming import METHOD_LABELS
-from gadgets.replay import METHOD_OPTIONS, TRUTH_DATASET, add_arguments
+from gadgets.replay import METHOD_OPTIONS, add_arguments
 from passnet_core.cli import main
 from passnet_core.fft import fft2c
 from passnet_core.ismrmrd_io import read_images, write_raw
@@ -270,10 +270,8 @@ def test_method_names_map_to_the_chain(tmp_path):
 
 def test_truth_comparison_convention(cine_file):
     from gadgets.exporters.stacks import slice_stacks
-    from gadgets.replay import compare_with_truth, read_truth
-    from training.simulate import TRUTH_GROUP
+    from gadgets.scoring import compare_with_truth, read_truth
 
-    assert TRUTH_DATASET == f"{TRUTH_GROUP}/images"
     truth = read_truth(cine_file)
     assert truth is not None and truth.shape == (1, 8, 48, 48)
     # images 7x the truth's magnitude: the least-squares scale removes the factor
