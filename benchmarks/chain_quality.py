@@ -4,7 +4,7 @@
 section measures what a user of ``passnet recon`` gets instead: each file goes through the same
 chain (noise prewhitening, readout oversampling removal, ESPIRiT maps estimated from the data,
 SENSE combination, image scaling) once per method, and is scored against the file's truth by
-:func:`gadgets.replay.compare_with_truth` (its convention is printed with the table). The two
+:func:`gadgets.scoring.compare_with_truth` (its convention is printed with the table). The two
 phantoms are the cardiac generator training draws from and the independent ellipse family
 (``passnet simulate --phantom ellipses``), which training never sees.
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from gadgets.chain import ChainParams, run_chain
 from gadgets.chain_config import DEFAULT_BART_LAMBDA
-from gadgets.replay import METRICS_CONVENTION, compare_with_truth, read_truth
+from gadgets.scoring import METRICS_CONVENTION, compare_with_truth, read_truth
 from passnet_core import methods as registry
 from passnet_core.ismrmrd_io import read_raw
 from training.eval_report import paired_ci

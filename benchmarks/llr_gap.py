@@ -7,7 +7,7 @@ k-space gives the chain's ESPIRiT maps (:func:`gadgets.pipeline.estimate_maps`) 
 ``ecalib -m1`` maps. Project LLR (:func:`passnet_core.baselines.llr`) and BART ``pics`` LLR
 run on the same k-space with either set of maps, and every result goes through the chain's
 output step (centre crop, display scaling, :func:`gadgets.images.build_images`) and
-:func:`gadgets.replay.compare_with_truth`, so all variants are scored as ``passnet recon`` is.
+:func:`gadgets.scoring.compare_with_truth`, so all variants are scored as ``passnet recon`` is.
 
 Usage::
 
@@ -30,7 +30,7 @@ from gadgets.assembly import AcquisitionBuffer, SliceData
 from gadgets.chain_config import ChainParams
 from gadgets.images import build_images
 from gadgets.pipeline import AUTO_SCALE_MAX, centre_crop, estimate_maps
-from gadgets.replay import compare_with_truth, read_truth
+from gadgets.scoring import TRUTH_GROUP, compare_with_truth, read_truth
 from passnet_core import bart, baselines
 from passnet_core.ismrmrd_io import read_raw
 from passnet_core.operators import encoding, normalise
@@ -172,7 +172,7 @@ def ingest_true_noise(path: Path) -> SliceData:
     from gadgets.assembly import flag_set
 
     with h5py.File(path, "r") as f:
-        cov = np.asarray(f["passnet_truth/noise_covariance"][()])
+        cov = np.asarray(f[f"{TRUTH_GROUP}/noise_covariance"][()])
     raw = read_raw(path)
     p = ChainParams()
     buf = AcquisitionBuffer(

@@ -9,7 +9,7 @@ or, for a side-by-side comparison on the same file, classical L+S or zero-filled
 The progress bar counts reconstructed slices (the slow step); every file written is announced
 in one log line. When the input carries ground truth (``/passnet_truth/images``, written by
 ``passnet simulate``) PSNR and SSIM against it are logged per slice and overall
-(:func:`compare_with_truth` states the convention).
+(:func:`gadgets.scoring.compare_with_truth` states the convention).
 
 Exit codes: 0 every slice reconstructed; 1 a slice failed or an optional output could not be
 written (the good slices are written regardless); 2 nothing could be done: bad options, an
@@ -27,39 +27,25 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from passnet_core import methods
-from passnet_core.cli import Command
+from passnet_core.cli import Command, one_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    import numpy as np
     from tqdm import tqdm
 
     from gadgets.chain_config import ChainParams
+    from gadgets.scoring import TruthComparison
     from passnet_core.ismrmrd_io import RawData
 
 log = logging.getLogger(__name__)
-
-# Ground truth of simulated files (training.simulate.TRUTH_GROUP: "images", and the true
-# "coil_maps" and "noise_covariance" that put it in the chain's intensity convention).
-TRUTH_GROUP = "passnet_truth"
-TRUTH_DATASET = f"{TRUTH_GROUP}/images"
-METRICS_CONVENTION = (
-    "magnitudes; the truth weighted by the prewhitened coil sensitivity |W S| as the chain's "
-    "SENSE combination weights the object; "
-    "the reconstruction scaled to the truth by one least-squares factor per slice "
-    "(images are in display units), both divided by max |truth| of the slice (peak 1); SSIM "
-    "with an 11x11 Gaussian window (sigma 1.5), averaged over frames; overall = mean over slices"
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -254,13 +240,14 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     from gadgets.chain import run_chain
+    from gadgets.scoring import compare_with_truth, read_truth
     from passnet_core.ismrmrd_io import read_raw
 
     t0 = time.perf_counter()
     try:
         raw = read_raw(args.input)
     except Exception as exc:  # truncated/corrupt HDF5 raises OSError, KeyError, ... from h5py
-        log.error("cannot read %s: %s", args.input, _one_line(exc))
+        log.error("cannot read %s: %s", args.input, one_line(exc))
         return 2
     t_read = time.perf_counter() - t0
     label = methods.label(params.method)
@@ -282,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         _write_atomically(Path(args.out), images, raw.header_xml)
     except Exception as exc:  # full disk, permissions, ...: one line, not a traceback
-        log.error("cannot write %s: %s", args.out, _one_line(exc))
+        log.error("cannot write %s: %s", args.out, one_line(exc))
         return 2
     compute = sum(t["total_s"] for t in report.timings)
     log.info(
@@ -299,130 +286,6 @@ def run(args: argparse.Namespace) -> int:
         comparison = compare_with_truth(images, truth) if truth is not None else None
     extras_ok = _write_extras(args, images, raw, params, comparison) if images else True
     return 1 if report.slices_failed or report.errors or not extras_ok else 0
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
-
-
-# ------------------------------------------------------------------------- ground truth
-
-
-def read_truth(path: str | Path) -> np.ndarray | None:
-    """``(S, T, H, W)`` ground truth from ``/passnet_truth``, in the chain's intensity convention.
-
-    The stored images are ``x = sum_c conj(S_c) (S_c x)`` with true maps ``sum_c |S_c|^2 = 1``.
-    The chain prewhitens the data (``W``, from the noise scans) and combines the coils with
-    maps normalised after whitening, which weights the object by ``|W S(r)|``: a smooth gain
-    that varies by a factor of 2-3 over the field of view with unequal, correlated coil noise.
-    When the file stores the true maps and noise covariance, the truth is weighted the same
-    way, so the score measures the reconstruction rather than that gain; otherwise it is
-    returned as stored. ``None`` when the file has no truth.
-    """
-    import h5py
-    import numpy as np
-
-    from gadgets.assembly import prewhitening_matrix
-
-    try:
-        with h5py.File(path, "r") as f:
-            if TRUTH_DATASET not in f:
-                return None
-            truth = f[TRUTH_DATASET][()]
-            group = f[TRUTH_GROUP]
-            if "coil_maps" not in group or "noise_covariance" not in group:
-                return truth
-            maps = group["coil_maps"][()]  # (S, C, H, W)
-            covariance = group["noise_covariance"][()].astype(np.complex128)
-    except (OSError, KeyError, ValueError) as exc:
-        log.warning("cannot read the ground truth in %s: %s", path, _one_line(exc))
-        return None
-    try:
-        whitened = np.einsum("ij,sjhw->sihw", prewhitening_matrix(covariance), maps)
-    except ValueError as exc:
-        log.warning("ground truth noise covariance unusable (%s): truth unweighted", exc)
-        return truth
-    gain = np.sqrt((np.abs(whitened) ** 2).sum(axis=1))  # (S, H, W)
-    return (truth * gain[:, None]).astype(truth.dtype)
-
-
-@dataclass
-class TruthComparison:
-    """PSNR/SSIM of each reconstructed slice against the ground truth.
-
-    ``truth`` holds ``|truth|`` in the images' units (divided by each slice's fitted scale),
-    ``(S, T, H, W)`` in the order of :func:`gadgets.exporters.slice_stacks`, for display.
-    """
-
-    slices: list[int]
-    psnr: list[float]
-    ssim: list[float]
-    truth: np.ndarray
-
-    @property
-    def mean_psnr(self) -> float:
-        return sum(self.psnr) / len(self.psnr)
-
-    @property
-    def mean_ssim(self) -> float:
-        return sum(self.ssim) / len(self.ssim)
-
-
-def compare_with_truth(images: list, truth: np.ndarray) -> TruthComparison | None:
-    """Score the images against the ground truth and log one line per slice and overall.
-
-    Convention (:data:`METRICS_CONVENTION`): magnitudes, since coil maps estimated from the
-    data leave an arbitrary phase; the reconstruction is multiplied by the least-squares
-    factor ``a = <|x|, |y|> / <|x|, |x|>`` because the chain prewhitens and scales its
-    output for display, so its units are not the truth's; then
-    :func:`passnet_core.metrics.psnr` (``magnitude=True``) and :func:`~passnet_core.metrics.
-    ssim` divide both by ``max |truth|`` of the slice (peak 1).
-
-    Returns
-    -------
-    TruthComparison or None
-        ``None`` (logged) when the truth does not match the images' slices and shapes.
-    """
-    import numpy as np
-
-    from gadgets.exporters import slice_stacks
-    from passnet_core import metrics
-
-    result = TruthComparison([], [], [], np.empty(0))
-    truth_units = []
-    for stack in slice_stacks(images):
-        x = stack.magnitudes().astype(np.float64)
-        index = stack.slice_index
-        if not 0 <= index < len(truth) or truth[index].shape != x.shape:
-            got = truth[index].shape if 0 <= index < len(truth) else "no such slice"
-            log.warning(
-                "ground truth does not match slice %d (%s vs images %s): no PSNR/SSIM",
-                index, got, x.shape,
-            )  # fmt: skip
-            return None
-        y = np.abs(truth[index]).astype(np.float64)
-        energy = float((x * x).sum())
-        scale = float((x * y).sum()) / energy if energy > 0 else 0.0
-        if not scale > 0 or not y.max() > 0:
-            log.warning("slice %d: empty image or truth; no PSNR/SSIM", index)
-            return None
-        psnr = float(metrics.psnr(scale * x, y, magnitude=True))
-        try:
-            ssim = float(metrics.ssim(scale * x, y))
-        except ValueError:  # smaller than the SSIM window
-            ssim = math.nan
-        log.info("slice %d vs /passnet_truth: PSNR %.2f dB, SSIM %.4f", index, psnr, ssim)
-        result.slices.append(index)
-        result.psnr.append(psnr)
-        result.ssim.append(ssim)
-        truth_units.append((y / scale).astype(np.float32))
-    result.truth = np.stack(truth_units)
-    log.info(
-        "overall (%d slice(s)) vs /passnet_truth: PSNR %.2f dB, SSIM %.4f (%s)",
-        len(result.slices), result.mean_psnr, result.mean_ssim, METRICS_CONVENTION,
-    )  # fmt: skip
-    return result
 
 
 # ------------------------------------------------------------------------- optional outputs
@@ -471,7 +334,10 @@ def _write_extras(
     A missing optional library (the ``[io]`` extra) skips that output with an error line but
     is not a failure of the reconstruction.
     """
-    from gadgets import exporters
+    from gadgets.exporters.dicom import SeriesInfo, write_dicom
+    from gadgets.exporters.nifti import write_nifti
+    from gadgets.exporters.png import write_png
+    from gadgets.exporters.uids import input_digest
 
     label = methods.label(params.method)
     ok = True
@@ -483,7 +349,7 @@ def _write_extras(
         except ImportError as exc:
             log.error("%s skipped (install passnet-gadgetron[io]): %s", what, exc)
         except (OSError, ValueError) as exc:
-            log.error("cannot write the %s: %s", what, _one_line(exc))
+            log.error("cannot write the %s: %s", what, one_line(exc))
             ok = False
 
     def png() -> None:
@@ -496,13 +362,13 @@ def _write_extras(
             )
             scores = list(zip(comparison.psnr, comparison.ssim, strict=True))
         truth = comparison.truth if comparison is not None else None
-        path = exporters.write_png(images, args.png, truth, scores, raw.header_xml, title)
+        path = write_png(images, args.png, truth, scores, raw.header, title)
         frames = len(images)
         extra = ", with truth and |error|" if truth is not None else ""
         log.info("wrote PNG %s: %d frames%s", path, frames, extra)
 
     def nifti() -> None:
-        summary = exporters.write_nifti(images, args.nifti, raw.header_xml)
+        summary = write_nifti(images, args.nifti, raw.header)
         dt = (
             f"frame interval {summary.interval_ms:.1f} ms ({summary.timing_source})"
             if summary.interval_ms
@@ -512,11 +378,9 @@ def _write_extras(
         log.info("wrote NIfTI %s: shape %s, voxels %s mm, %s", args.nifti, summary.shape, voxel, dt)
 
     def dicom() -> None:
-        digest = exporters.input_digest(raw.header_xml, raw.heads, raw.data)
-        info = exporters.SeriesInfo(
-            raw.header_xml, digest, reconstruction_key(params), params.method
-        )
-        count = exporters.write_dicom(images, args.dicom, info)
+        digest = input_digest(raw.header_xml, raw.heads, raw.data)
+        info = SeriesInfo(raw.header, digest, reconstruction_key(params), params.method)
+        count = write_dicom(images, args.dicom, info)
         log.info("wrote DICOM series %s/: %d files (%s)", args.dicom, count, label)
 
     if args.png:

@@ -118,6 +118,16 @@ def command_parser(name: str) -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one log line: its message with white space folded.
+
+    The type is named unless it is a ``ValueError``, whose messages this project writes for
+    the user; a library's ``OSError`` or ``KeyError`` is unclear without it.
+    """
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``passnet`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -16,7 +16,13 @@ LAYERS = {"passnet_core": 1, "gadgetron_configs": 1, "gadgets": 2, "training": 3
 
 
 def _modules(package: str) -> list[str]:
-    return sorted(p.stem for p in (REPO / package).glob("*.py") if p.stem != "__init__")
+    """Module names relative to the package; a subpackage's modules dotted (``exporters.png``)."""
+    root = REPO / package
+    return sorted(
+        ".".join(p.relative_to(root).with_suffix("").parts)
+        for p in root.rglob("*.py")
+        if p.stem != "__init__"
+    )
 
 
 def _section(package: str) -> str:
@@ -28,7 +34,7 @@ def _section(package: str) -> str:
 
 @pytest.mark.parametrize("package", ["passnet_core", "gadgets", "training", "benchmarks"])
 def test_every_module_has_a_row_and_every_row_a_module(package):
-    listed = set(re.findall(r"^\| `(\w+)` \|", _section(package), flags=re.M))
+    listed = set(re.findall(r"^\| `([\w.]+)` \|", _section(package), flags=re.M))
     assert listed == set(_modules(package)), (
         f"missing in docs/design.md: {sorted(set(_modules(package)) - listed)}; "
         f"no such module: {sorted(listed - set(_modules(package)))}"
@@ -49,8 +55,8 @@ def _imported_packages(path: Path) -> set[str]:
 @pytest.mark.parametrize("package", sorted(LAYERS))
 def test_imports_never_point_up(package):
     upward = {
-        f"{package}/{path.name} -> {other}"
-        for path in (REPO / package).glob("*.py")
+        f"{path.relative_to(REPO)} -> {other}"
+        for path in (REPO / package).rglob("*.py")
         for other in _imported_packages(path)
         if LAYERS[other] > LAYERS[package]
     }

@@ -12,10 +12,15 @@ import ismrmrd
 import numpy as np
 import pytest
 
-from gadgets import exporters
 from gadgets.chain import run_chain
 from gadgets.chain_config import ChainParams
-from passnet_core.ismrmrd_io import read_raw
+from gadgets.exporters.dicom import SeriesInfo, study_tags, write_dicom
+from gadgets.exporters.nifti import write_nifti
+from gadgets.exporters.png import _grid, write_png
+from gadgets.exporters.stacks import slice_stacks, volume
+from gadgets.exporters.timing import frame_timing
+from gadgets.exporters.uids import derived_uid, input_digest, is_valid_uid
+from passnet_core.ismrmrd_io import parse_header, read_raw
 
 pydicom = pytest.importorskip("pydicom")
 nib = pytest.importorskip("nibabel")
@@ -79,10 +84,10 @@ def _read_series(folder: Path) -> list:
 def test_dicom_series_has_the_tags_uids_timing_and_geometry(tmp_path, two_slice_recon):
     raw, images = two_slice_recon
     header = _with_subject(raw.header_xml)
-    digest = exporters.input_digest(header, raw.heads, raw.data)
-    info = exporters.SeriesInfo(header, digest, recon_key="passnet|w1", method="passnet")
-    assert exporters.write_dicom(images, tmp_path / "a", info) == 10
-    assert exporters.write_dicom(images, tmp_path / "b", info) == 10
+    digest = input_digest(header, raw.heads, raw.data)
+    info = SeriesInfo(parse_header(header), digest, recon_key="passnet|w1", method="passnet")
+    assert write_dicom(images, tmp_path / "a", info) == 10
+    assert write_dicom(images, tmp_path / "b", info) == 10
     first, second = _read_series(tmp_path / "a"), _read_series(tmp_path / "b")
     for ds in first:
         missing = [tag for tag in REQUIRED_TAGS if tag not in ds]
@@ -110,7 +115,7 @@ def test_dicom_series_has_the_tags_uids_timing_and_geometry(tmp_path, two_slice_
     sops = [d.SOPInstanceUID for d in first]
     assert len(uids) == 3 and len(set(sops)) == len(sops) == 10 and not uids & set(sops)
     for uid in [*uids, *sops]:
-        assert exporters.is_valid_uid(uid) and len(uid) <= 64
+        assert is_valid_uid(uid) and len(uid) <= 64
     assert {d.SeriesInstanceUID for d in first} == {ds.SeriesInstanceUID}
     assert {d.StudyInstanceUID for d in first} == {ds.StudyInstanceUID}
     assert [d.SOPInstanceUID for d in second] == sops
@@ -128,7 +133,7 @@ def test_dicom_series_has_the_tags_uids_timing_and_geometry(tmp_path, two_slice_
     assert len({float(d.SliceLocation) for d in first}) == 2
 
     # geometry and window against the ISMRMRD image headers
-    stacks = exporters.slice_stacks(images)
+    stacks = slice_stacks(images)
     ordered = [im for s in stacks for im in s.images]
     for d, im in zip(by_instance, ordered, strict=True):
         h, w = im.data.shape[-2:]
@@ -149,11 +154,11 @@ def test_dicom_series_has_the_tags_uids_timing_and_geometry(tmp_path, two_slice_
 def test_dicom_placeholders_and_one_series_per_method(tmp_path, two_slice_recon):
     raw, images = two_slice_recon
     header = _without_subject(raw.header_xml)  # a file that names no patient or study
-    digest = exporters.input_digest(header, raw.heads, raw.data)
-    passnet = exporters.SeriesInfo(header, digest, "passnet|w1", "passnet")
-    lplus_s = exporters.SeriesInfo(header, digest, "lplus_s", "lplus_s")
-    exporters.write_dicom(images[:1], tmp_path / "p", passnet)
-    exporters.write_dicom(images[:1], tmp_path / "l", lplus_s)
+    digest = input_digest(header, raw.heads, raw.data)
+    passnet = SeriesInfo(parse_header(header), digest, "passnet|w1", "passnet")
+    lplus_s = SeriesInfo(parse_header(header), digest, "lplus_s", "lplus_s")
+    write_dicom(images[:1], tmp_path / "p", passnet)
+    write_dicom(images[:1], tmp_path / "l", lplus_s)
     (a,), (b,) = _read_series(tmp_path / "p"), _read_series(tmp_path / "l")
     assert str(a.PatientName) == "Anonymous" and a.PatientID == f"PASSNET-{digest[:12]}"
     assert a.PatientBirthDate == "" and a.PatientSex == "" and a.StudyDate == ""
@@ -162,9 +167,14 @@ def test_dicom_placeholders_and_one_series_per_method(tmp_path, two_slice_recon)
     assert a.SeriesInstanceUID != b.SeriesInstanceUID and a.SOPInstanceUID != b.SOPInstanceUID
     assert (a.SeriesNumber, b.SeriesNumber) == (101, 102)
     # another input is another study
-    other = exporters.input_digest(header, raw.heads[:-1], raw.data[:-1])
-    exporters.write_dicom(images[:1], tmp_path / "o", exporters.SeriesInfo(header, other))
+    other = input_digest(header, raw.heads[:-1], raw.data[:-1])
+    write_dicom(images[:1], tmp_path / "o", SeriesInfo(parse_header(header), other))
     assert _read_series(tmp_path / "o")[0].StudyInstanceUID != a.StudyInstanceUID
+    # no header at all: the same placeholders
+    write_dicom(images[:1], tmp_path / "n", SeriesInfo(None, digest))
+    (n,) = _read_series(tmp_path / "n")
+    assert str(n.PatientName) == "Anonymous" and n.StudyInstanceUID == a.StudyInstanceUID
+    assert n.SeriesNumber == 101
 
 
 def test_header_uids_are_used_when_valid():
@@ -180,17 +190,17 @@ def test_header_uids_are_used_when_valid():
         "</matrixSize><fieldOfView_mm><x>8</x><y>8</y><z>8</z></fieldOfView_mm></reconSpace>"
         "<encodingLimits/><trajectory>cartesian</trajectory></encoding></ismrmrdHeader>"
     )
-    tags = exporters.study_tags(exporters.parse_header_xml(header), "ab" * 32)
+    tags = study_tags(parse_header(header), "ab" * 32)
     assert tags["StudyInstanceUID"] == "1.2.3.4"
     assert tags["FrameOfReferenceUID"].startswith("2.25.")  # 1.2.03 has a leading zero
 
 
 def test_uid_syntax():
-    uid = exporters.derived_uid("x" * 1000, "series")
-    assert uid.startswith("2.25.") and len(uid) <= 44 and exporters.is_valid_uid(uid)
-    assert uid == exporters.derived_uid("x" * 1000, "series") != exporters.derived_uid("y")
+    uid = derived_uid("x" * 1000, "series")
+    assert uid.startswith("2.25.") and len(uid) <= 44 and is_valid_uid(uid)
+    assert uid == derived_uid("x" * 1000, "series") != derived_uid("y")
     for bad in ("", "1", "1.02", "1..2", "a.b", "1.2.", "1." + "2" * 63):
-        assert not exporters.is_valid_uid(bad), bad
+        assert not is_valid_uid(bad), bad
 
 
 # ------------------------------------------------------------------------------- NIfTI
@@ -225,7 +235,7 @@ def synthetic_images(slices=2, frames=3, stamps=(0, 20, 40), phase_counter=True)
 
 def test_nifti_affine_of_an_oblique_stack_is_the_hand_computed_one(tmp_path):
     path = tmp_path / "v.nii.gz"
-    summary = exporters.write_nifti(synthetic_images(), path)
+    summary = write_nifti(synthetic_images(), path)
     img = nib.load(path)
     # LPS origin = position - (W//2) dx read - (H//2) dy phase
     #            = (10, -20, 30) - 4 (cos30, sin30, 0) - 3 (-sin30, cos30, 0)
@@ -253,7 +263,7 @@ def test_nifti_affine_of_an_oblique_stack_is_the_hand_computed_one(tmp_path):
 
 def test_nifti_time_spacing_unknown_is_said(tmp_path):
     path = tmp_path / "v.nii"
-    summary = exporters.write_nifti(synthetic_images(slices=1, stamps=None), path)
+    summary = write_nifti(synthetic_images(slices=1, stamps=None), path)
     img = nib.load(path)
     assert summary.interval_ms is None and img.header.get_zooms()[3] == 0
     assert img.header.get_xyzt_units()[1] == "unknown"
@@ -266,7 +276,7 @@ def test_real_time_frames_take_acquisition_time(tmp_path):
     images = synthetic_images(slices=1, stamps=(0, 0, 0), phase_counter=False)
     for t, im in enumerate(images):
         im.acquisition_time_stamp = 1000 + 16 * t
-    timing = exporters.frame_timing(images)
+    timing = frame_timing(images)
     assert not timing.cardiac and timing.source == "acquisition time stamps"
     assert timing.interval_ms == pytest.approx(40.0)
 
@@ -274,9 +284,9 @@ def test_real_time_frames_take_acquisition_time(tmp_path):
 def test_nifti_centre_voxel_is_the_image_position(tmp_path, two_slice_recon):
     _, images = two_slice_recon
     path = tmp_path / "sim.nii.gz"
-    exporters.write_nifti(images, path)
+    write_nifti(images, path)
     img = nib.load(path)
-    for k, stack in enumerate(exporters.slice_stacks(images)):
+    for k, stack in enumerate(slice_stacks(images)):
         im = stack.images[0]
         h, w = im.data.shape[-2:]
         ras = nib.affines.apply_affine(img.affine, (w // 2, h // 2, k))
@@ -291,23 +301,22 @@ def test_png_shows_every_frame_readably(tmp_path, two_slice_recon):
     from matplotlib.image import imread
 
     _, images = two_slice_recon
-    vol = exporters.volume(exporters.slice_stacks(images))
-    plain = exporters.write_png(images, tmp_path / "plain.png", title="plain")
-    compared = exporters.write_png(
-        images, tmp_path / "truth.png", truth=vol * 0.9, scores=[(30.0, 0.9)] * 2
-    )
-    assert exporters._grid(20) == (5, 4) and exporters._grid(8) == (4, 2)
-    assert exporters._grid(1) == (1, 1)
+    vol = volume(slice_stacks(images))
+    plain = write_png(images, tmp_path / "plain.png", title="plain")
+    compared = write_png(images, tmp_path / "truth.png", truth=vol * 0.9, scores=[(30.0, 0.9)] * 2)
+    assert _grid(20) == (5, 4) and _grid(8) == (4, 2)
+    assert _grid(1) == (1, 1)
     h, w = imread(plain).shape[:2]
     assert w >= 800 and h >= 600  # 190 px panels
     assert imread(compared).shape[1] > w  # truth and error columns
     with pytest.raises(ValueError, match="truth does not match"):
-        exporters.write_png(images, tmp_path / "bad.png", truth=vol[:1])
+        write_png(images, tmp_path / "bad.png", truth=vol[:1])
 
 
 def test_importing_exporters_loads_no_heavy_library():
+    modules = ("dicom", "geometry", "nifti", "png", "stacks", "timing", "uids")
     code = (
-        "import sys, gadgets.exporters\n"
+        f"import sys, {', '.join(f'gadgets.exporters.{m}' for m in modules)}\n"
         "heavy = {'numpy', 'torch', 'h5py', 'ismrmrd', 'pydicom', 'nibabel', 'matplotlib'}\n"
         "print(sorted(heavy & set(sys.modules)))"
     )

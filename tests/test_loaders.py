@@ -11,11 +11,12 @@ from helpers import acquisitions, header_xml, known_cine
 
 from gadgets.assembly import noise_covariance, prewhitening_matrix
 from gadgets.chain import ChainParams, run_chain
+from gadgets.scoring import TRUTH_GROUP
 from passnet_core.fft import fft2c, ifft2c
 from passnet_core.ismrmrd_io import read_raw
 from training.loaders import load_cmrxrecon, load_ocmr, ocmr_slices, scan_folder
 from training.phantom import body_support, cine_phantom, coil_sensitivities, draw_params
-from training.simulate import TRUTH_GROUP, simulate_cine
+from training.simulate import simulate_cine
 
 
 def _magnitude_error(image: np.ndarray, ref: np.ndarray, region: np.ndarray) -> float:

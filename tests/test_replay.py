@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import acquisitions, header_xml, known_cine
 
-from gadgets.replay import TRUTH_DATASET, add_arguments
+from gadgets.replay import add_arguments
 from passnet_core import methods
 from passnet_core.cli import main
 from passnet_core.fft import fft2c
@@ -278,11 +278,9 @@ def test_method_names_map_to_the_chain(tmp_path):
 
 
 def test_truth_comparison_convention(cine_file):
-    from gadgets.exporters import slice_stacks
-    from gadgets.replay import compare_with_truth, read_truth
-    from training.simulate import TRUTH_GROUP
+    from gadgets.exporters.stacks import slice_stacks
+    from gadgets.scoring import compare_with_truth, read_truth
 
-    assert TRUTH_DATASET == f"{TRUTH_GROUP}/images"
     truth = read_truth(cine_file)
     assert truth is not None and truth.shape == (1, 8, 48, 48)
     # images 7x the truth's magnitude: the least-squares scale removes the factor

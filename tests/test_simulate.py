@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from gadgets.scoring import TRUTH_GROUP
 from passnet_core.fft import ifft2c
 from training import simulate
-from training.simulate import TRUTH_GROUP, simulate_cine
+from training.simulate import simulate_cine
 
 SMALL = {"n_coils": 4, "frames": 6, "matrix": (40, 48)}
 

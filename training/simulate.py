@@ -43,6 +43,7 @@ import ismrmrd.xsd as xsd
 import numpy as np
 from ismrmrd.hdf5 import acquisition_dtype, acquisition_header_dtype
 
+from gadgets.scoring import TRUTH_GROUP  # the group the scoring reads
 from passnet_core.masks import make_mask, vds_lines_mask
 from training.acquisition import (
     SimulatedSlice,
@@ -81,7 +82,6 @@ SLICE_THICKNESS_MM = 8.0
 TR_MS = 3.0  # time between readouts (bSSFP-like)
 TICK_MS = 2.5  # ISMRMRD/Siemens time stamp unit
 READOUT_BW_HZ_PER_PIXEL = 930.0
-TRUTH_GROUP = "passnet_truth"
 # Header identity of simulated files (build_header): a fixed study date keeps files
 # reproducible byte for byte; the device stands in for a scanner's serial number.
 DEVICE_ID = "PASSNETSIM"
