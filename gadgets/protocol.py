@@ -30,10 +30,9 @@ import io
 import select
 import socket
 import struct
-import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import ismrmrd
@@ -252,7 +251,7 @@ class SocketStream:
 
     def _recv_some(self, deadline: float | None, n: int) -> None:
         # Wait with poll rather than by changing the socket timeout: a writer thread sharing
-        # the socket (client_session) keeps its own timeout.
+        # the socket (gadgets.client) keeps its own timeout.
         if deadline is not None and not _wait_readable(self.socket, deadline - time.monotonic()):
             raise self._timed_out(n)
         try:
@@ -580,77 +579,3 @@ def write_item(sink: Writable, item: Any) -> None:
         write_recon_data(sink, item)
     else:
         raise TypeError(f"no Gadgetron message for items of type {type(item).__name__}")
-
-
-@dataclass
-class ClientResult:
-    """What a client got back from a server: images, text messages, and how it ended."""
-
-    images: list = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-    closed_cleanly: bool = False
-    error: str | None = None
-
-
-def client_session(
-    address: tuple[str, int],
-    header_xml: str,
-    items: Iterable[Any],
-    config_name: str | None = None,
-    config_script: str | None = None,
-    timeout: float = 30.0,
-) -> ClientResult:
-    """Play ``gadgetron_ismrmrd_client``: send a chain, header, items and close; collect replies.
-
-    Replies are read in a second thread while sending, as the C++ client does, so a server
-    that answers early cannot deadlock on full socket buffers.
-
-    Parameters
-    ----------
-    address
-        ``(host, port)`` of the server.
-    header_xml
-        The ISMRMRD XML header.
-    items
-        Acquisitions / waveforms to stream.
-    config_name, config_script
-        Exactly one: a chain name (id 1) or chain XML (id 2).
-    timeout
-        Seconds any single socket operation may wait.
-    """
-    if (config_name is None) == (config_script is None):
-        raise ValueError("give exactly one of config_name and config_script")
-    result = ClientResult()
-    with socket.create_connection(address, timeout=timeout) as sock:
-        stream = SocketStream(sock, timeout=timeout)
-
-        def collect() -> None:
-            try:
-                while True:
-                    message = read_message(stream)
-                    if message.id == MESSAGE_CLOSE:
-                        result.closed_cleanly = True
-                        return
-                    if message.id == MESSAGE_IMAGE:
-                        result.images.append(message.item)
-                    elif message.id in (MESSAGE_TEXT, MESSAGE_ERROR):
-                        result.texts.append(message.item)
-            except (ProtocolError, TimeoutError, OSError) as exc:
-                result.error = str(exc)
-
-        reader = threading.Thread(target=collect, name="passnet-client-reader", daemon=True)
-        reader.start()
-        try:
-            if config_name is not None:
-                write_config_file(stream, config_name)
-            else:
-                assert config_script is not None  # exactly one of the two, checked above
-                write_config_script(stream, config_script)
-            write_header(stream, header_xml)
-            for item in items:
-                write_item(stream, item)
-            write_close(stream)
-        except OSError as exc:  # the server may close early on bad input; keep its reply
-            result.error = f"send failed: {exc}"
-        reader.join(timeout * 2)
-    return result
