@@ -159,14 +159,11 @@ class SocketStream:
         session_deadline: float | None = None,
         max_read_bytes: int | None = None,
     ) -> None:
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout must be positive seconds or None, got {timeout!r}")
         if max_read_bytes is not None:
             max_message_bytes = max_read_bytes
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
         self.socket = sock
-        self.timeout = timeout
         self.max_message_bytes = int(max_message_bytes)
         self.session_deadline = session_deadline
         self.closed = False
@@ -175,7 +172,18 @@ class SocketStream:
         self._deadline: float | None = None  # of the current message
         self._message_bytes = 0  # read so far in the current message
         self._in_message = False
-        sock.settimeout(timeout)
+        self.set_timeout(timeout)
+
+    def set_timeout(self, timeout: float | None) -> None:
+        """Seconds one whole message may take from now on (``None``: no limit).
+
+        For a stream that changes hands with bytes already buffered (Gadgetron's handshake,
+        then the step), where a new stream on the same socket would lose them.
+        """
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be positive seconds or None, got {timeout!r}")
+        self.timeout = timeout
+        self.socket.settimeout(timeout)
 
     @property
     def max_read_bytes(self) -> int:

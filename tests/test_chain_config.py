@@ -9,7 +9,7 @@ import pytest
 
 from gadgetron_configs import config_path
 from gadgets import chain as chain_module
-from gadgets import passnet_gadget
+from gadgets import gadgetron_adapter, passnet_gadget
 from gadgets.chain_config import ChainParams, UnsupportedChainError, properties
 from gadgets.client import client_session
 from gadgets.replay import add_arguments, params_from_args
@@ -56,7 +56,7 @@ def via_gadget(xml: str, monkeypatch) -> ChainParams:
             raise AssertionError(item)
 
     monkeypatch.setattr(chain_module, "run_chain", fake_run_chain)
-    monkeypatch.setattr(passnet_gadget, "harden_connection", lambda connection, timeout: None)
+    monkeypatch.setattr(gadgetron_adapter, "harden_connection", lambda connection, timeout: None)
     passnet_gadget.reconstruct(Connection())
     assert len(seen) == 1
     return seen[0]
