@@ -1,8 +1,9 @@
 """Build hook: install ``passnet_gadgetron_hardening.pth`` beside the packages.
 
-The ``.pth`` makes every interpreter import :mod:`gadgets.gadgetron_hook`, which hardens
-gadgetron's connection handshake; ``python -m gadgetron`` reads the step configuration and
-header before any PASSNet code is imported, so nothing later can do it (docs/gadgetron.md).
+The ``.pth`` makes every interpreter run :mod:`gadgets.gadgetron_hook`, which acts only in
+``python -m gadgetron PORT gadgets.passnet_gadget``: gadgetron reads the step configuration
+and header there before any PASSNet code is imported, so nothing later can harden that read
+(docs/gadgetron.md).
 Metadata stays in ``pyproject.toml``; regular and editable installs both get the file.
 """
 

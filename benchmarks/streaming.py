@@ -121,7 +121,7 @@ def recon_rate(raw: RawData, params: ChainParams) -> float:
 
 def _client_process(address: tuple[str, int], raw_path: str, replies: Queue[ClientReply]) -> None:
     """Child process: stream ``raw_path`` to the server like ``gadgetron_ismrmrd_client``."""
-    from gadgets.protocol import client_session
+    from gadgets.client import client_session
 
     raw = read_raw(raw_path)
     marks: dict[str, float] = {}

@@ -9,8 +9,9 @@ node's ``<configuration>`` and whose ``header`` is the parsed ISMRMRD header. Th
 raw acquisitions (``passnet_raw.xml``) and ReconData from a native BucketToBufferGadget
 (``passnet_buffered.xml``); the chain decides what to do with each item.
 
-For debugging, :func:`listen` serves one connection in Gadgetron's passive mode
-(``<connect port="..."/>`` in the chain).
+The connection is adapted by :mod:`gadgets.gadgetron_adapter` (timeouts, clear errors,
+ReconData on numpy 2). For debugging, :func:`listen` serves one connection in Gadgetron's
+passive mode (``<connect port="..."/>`` in the chain).
 """
 
 from __future__ import annotations
@@ -18,54 +19,23 @@ from __future__ import annotations
 import logging
 import os
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gadgetron.external import Connection
 from gadgetron.external import listen as gadgetron_listen
-from gadgetron.types.recon_data import ReconData
 
-from gadgets import gadgetron_hook, protocol
+from gadgets import gadgetron_adapter
 
 if TYPE_CHECKING:
     from gadgets.chain_config import ChainParams
 
 log = logging.getLogger(__name__)
 
-# Installed at start-up by the package's .pth; again here for a source checkout without it
-# (then only connections made after this import, e.g. by listen(), are covered).
-gadgetron_hook.install()
-
 # The server's setting for a step that receives no <configuration> (step_params).
 STEP_CONFIG_ENV = "PASSNET_STEP_CONFIG"
 
 # Seconds the step waits for the next message before giving up on Gadgetron.
-DEFAULT_READ_TIMEOUT_S = float(os.environ.get("PASSNET_GADGET_TIMEOUT", "300"))
-
-
-def _read_item_strict(connection: Connection) -> tuple[int, Any]:
-    """Like ``Connection._read_item`` but an unknown id is an error, not a silent end."""
-    message_id = connection._read_message_identifier()
-    reader = connection.readers.get(message_id)
-    if reader is None:
-        raise protocol.ProtocolError(
-            f"unknown message id {message_id} from Gadgetron (known: {sorted(connection.readers)})"
-        )
-    return message_id, reader(connection.socket)
-
-
-def harden_connection(connection: Connection, timeout: float | None) -> None:
-    """Fix three gadgetron 1.4.1 behaviours on one connection, without patching the package.
-
-    - its socket wrapper has no timeout and loops forever when the peer closes mid-message:
-      replaced by :class:`gadgets.protocol.SocketStream` (timeout, clear errors, idempotent
-      close, so Gadgetron's own ``with`` block can close again harmlessly);
-    - an unknown message id ends the stream silently: now a :class:`ProtocolError`;
-    - its ReconData writer breaks on numpy 2: replaced by :func:`protocol.write_recon_data`.
-    """
-    raw_socket = connection.socket.socket
-    connection.socket = protocol.SocketStream(raw_socket, timeout=timeout)
-    connection._read_item = lambda: _read_item_strict(connection)
-    connection.add_writer(lambda item: isinstance(item, ReconData), protocol.write_recon_data)
+DEFAULT_READ_TIMEOUT_S = gadgetron_adapter.step_timeout()
 
 
 def step_params(config: ET.Element | None) -> ChainParams:
@@ -120,7 +90,7 @@ def reconstruct(connection: Connection, timeout: float | None = DEFAULT_READ_TIM
     try:
         from gadgets.chain import run_chain
 
-        harden_connection(connection, timeout)
+        gadgetron_adapter.harden_connection(connection, timeout)
         params = step_params(connection.config)
         log.info("PASSNet step starting with %s", params)
         report = run_chain(connection.header, connection, connection.send, params)
@@ -144,5 +114,7 @@ def listen(port: int, timeout: float | None = DEFAULT_READ_TIMEOUT_S) -> None:
     """Passive mode: wait for one Gadgetron connection on ``port`` and run :func:`reconstruct`.
 
     Pair it with ``<external><connect port="PORT"/><configuration/></external>`` in a chain.
+    The handshake is read as in a step Gadgetron starts (``harden_handshake``).
     """
+    gadgetron_adapter.harden_handshake()
     gadgetron_listen(port, reconstruct, timeout=timeout)

@@ -1,4 +1,4 @@
-"""Gadgetron wire protocol (ISMRMRD 1.x message framing): the one module with wire code.
+"""Gadgetron wire protocol (ISMRMRD 1.x message framing): ids, readers, writers, SocketStream.
 
 Every message starts with a little-endian ``uint16`` id. The layouts used here, as Gadgetron 4
 and ``gadgetron_ismrmrd_client`` write them:
@@ -14,7 +14,7 @@ text                        5      ``uint32`` length + UTF-8 text (Gadgetron 4 s
 error                       8      ``uint32`` length + UTF-8 text (same layout as text)
 acquisition                 1008   ``ismrmrd.Acquisition`` serialisation (header, traj, data)
 image                       1022   ``ismrmrd.Image`` serialisation (header, uint64 attr, data)
-recon data                  1023   Gadgetron ReconData (arrays in Fortran order)
+recon data                  1023   Gadgetron ReconData (``gadgets.recon_data_codec``)
 waveform                    1026   ``ismrmrd.Waveform`` serialisation
 ==========================  =====  ===========================================================
 
@@ -25,21 +25,23 @@ header (3), items, close (4). A second binding (MRD v2) would sit beside this mo
 from __future__ import annotations
 
 import ctypes
+import functools
 import io
 import select
 import socket
 import struct
-import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import ismrmrd
 import ismrmrd.xsd
 import numpy as np
 from gadgetron.external import constants
-from gadgetron.types.recon_data import ReconData, read_recon_data
+from gadgetron.types.recon_data import ReconData
+
+from gadgets import recon_data_codec
 
 MESSAGE_CONFIG_FILE = constants.GADGET_MESSAGE_FILENAME
 MESSAGE_CONFIG_SCRIPT = constants.GADGET_MESSAGE_CONFIG
@@ -157,14 +159,11 @@ class SocketStream:
         session_deadline: float | None = None,
         max_read_bytes: int | None = None,
     ) -> None:
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout must be positive seconds or None, got {timeout!r}")
         if max_read_bytes is not None:
             max_message_bytes = max_read_bytes
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
         self.socket = sock
-        self.timeout = timeout
         self.max_message_bytes = int(max_message_bytes)
         self.session_deadline = session_deadline
         self.closed = False
@@ -173,7 +172,18 @@ class SocketStream:
         self._deadline: float | None = None  # of the current message
         self._message_bytes = 0  # read so far in the current message
         self._in_message = False
-        sock.settimeout(timeout)
+        self.set_timeout(timeout)
+
+    def set_timeout(self, timeout: float | None) -> None:
+        """Seconds one whole message may take from now on (``None``: no limit).
+
+        For a stream that changes hands with bytes already buffered (Gadgetron's handshake,
+        then the step), where a new stream on the same socket would lose them.
+        """
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be positive seconds or None, got {timeout!r}")
+        self.timeout = timeout
+        self.socket.settimeout(timeout)
 
     @property
     def max_read_bytes(self) -> int:
@@ -249,7 +259,7 @@ class SocketStream:
 
     def _recv_some(self, deadline: float | None, n: int) -> None:
         # Wait with poll rather than by changing the socket timeout: a writer thread sharing
-        # the socket (client_session) keeps its own timeout.
+        # the socket (gadgets.client) keeps its own timeout.
         if deadline is not None and not _wait_readable(self.socket, deadline - time.monotonic()):
             raise self._timed_out(n)
         try:
@@ -402,16 +412,6 @@ def _read_waveform(source: Readable) -> ismrmrd.Waveform:
     return ismrmrd.Waveform.deserialize_from(_replaying(raw, source))
 
 
-class _ExactReader:
-    """Adapter giving gadgetron's readers a ``read`` that never returns short."""
-
-    def __init__(self, source: Readable) -> None:
-        self._source = source
-
-    def read(self, n: int) -> bytes:
-        return read_exactly(self._source, n)
-
-
 _DECODERS: dict[int, Callable[[Readable], Any]] = {
     MESSAGE_CONFIG_FILE: _read_config_file_name,
     MESSAGE_CONFIG_SCRIPT: _read_string,
@@ -422,7 +422,7 @@ _DECODERS: dict[int, Callable[[Readable], Any]] = {
     MESSAGE_ACQUISITION: _read_acquisition,
     MESSAGE_IMAGE: _read_image,
     MESSAGE_WAVEFORM: _read_waveform,
-    MESSAGE_RECON_DATA: lambda source: read_recon_data(_ExactReader(source)),
+    MESSAGE_RECON_DATA: lambda source: recon_data_codec.deserialize_from(_reader(source)),
     MESSAGE_DEPENDENCY_QUERY: _read_long_string,
 }
 
@@ -540,72 +540,33 @@ def write_close(sink: Writable) -> None:
     _write_id(sink, MESSAGE_CLOSE)
 
 
-def _serialized(message_id: int, item: Any) -> bytes:
+def _serialized(message_id: int, serialize_into: Callable[[Callable[[bytes], Any]], Any]) -> bytes:
     # One buffer per message: one sendall, and a failure never leaves half a message queued.
     buffer = io.BytesIO()
     buffer.write(_UINT16.pack(message_id))
-    item.serialize_into(buffer.write)
+    serialize_into(buffer.write)
     return buffer.getvalue()
 
 
 def write_acquisition(sink: Writable, acquisition: ismrmrd.Acquisition) -> None:
     """Write an acquisition message (id 1008)."""
-    sink.write(_serialized(MESSAGE_ACQUISITION, acquisition))
+    sink.write(_serialized(MESSAGE_ACQUISITION, acquisition.serialize_into))
 
 
 def write_image(sink: Writable, image: ismrmrd.Image) -> None:
     """Write an image message (id 1022)."""
-    sink.write(_serialized(MESSAGE_IMAGE, image))
+    sink.write(_serialized(MESSAGE_IMAGE, image.serialize_into))
 
 
 def write_waveform(sink: Writable, waveform: ismrmrd.Waveform) -> None:
     """Write a waveform message (id 1026)."""
-    sink.write(_serialized(MESSAGE_WAVEFORM, waveform))
-
-
-def _write_array(buffer: io.BytesIO, array: np.ndarray, dtype: type) -> None:
-    # gadgetron 1.4.1 uses np.array(copy=False), which raises on numpy 2 whenever a cast is
-    # needed; np.asarray casts as required on both numpy lines.
-    array = np.asarray(array, dtype=dtype)
-    buffer.write(_UINT64.pack(array.ndim))
-    buffer.write(struct.pack(f"<{array.ndim}Q", *array.shape))
-    buffer.write(array.tobytes(order="F"))
-
-
-def _write_optional_array(buffer: io.BytesIO, array: np.ndarray | None, dtype: type) -> None:
-    buffer.write(struct.pack("<?", array is not None))
-    if array is not None:
-        _write_array(buffer, array, dtype)
-
-
-def _write_recon_buffer(buffer: io.BytesIO, recon_buffer: Any) -> None:
-    _write_array(buffer, recon_buffer.data, np.complex64)
-    _write_optional_array(buffer, recon_buffer.trajectory, np.float32)
-    _write_optional_array(buffer, recon_buffer.density, np.float32)
-    headers = np.asarray(recon_buffer.headers, dtype=object)
-    buffer.write(_UINT64.pack(headers.ndim))
-    buffer.write(struct.pack(f"<{headers.ndim}Q", *headers.shape))
-    for header in headers.ravel(order="F"):
-        buffer.write(bytes(header))
-    buffer.write(bytes(recon_buffer.sampling))
-
-
-def encode_recon_data(recon_data: ReconData) -> bytes:
-    """Serialise a ``ReconData`` message (id 1023) without gadgetron's numpy-2 problem."""
-    buffer = io.BytesIO()
-    buffer.write(_UINT16.pack(MESSAGE_RECON_DATA))
-    buffer.write(_UINT64.pack(len(recon_data.bits)))
-    for bit in recon_data.bits:
-        _write_recon_buffer(buffer, bit.data)
-        buffer.write(struct.pack("<?", bit.ref is not None))
-        if bit.ref is not None:
-            _write_recon_buffer(buffer, bit.ref)
-    return buffer.getvalue()
+    sink.write(_serialized(MESSAGE_WAVEFORM, waveform.serialize_into))
 
 
 def write_recon_data(sink: Writable, recon_data: ReconData) -> None:
     """Write a ReconData message (id 1023)."""
-    sink.write(encode_recon_data(recon_data))
+    serialize_into = functools.partial(recon_data_codec.serialize_into, recon_data)
+    sink.write(_serialized(MESSAGE_RECON_DATA, serialize_into))
 
 
 def write_item(sink: Writable, item: Any) -> None:
@@ -626,77 +587,3 @@ def write_item(sink: Writable, item: Any) -> None:
         write_recon_data(sink, item)
     else:
         raise TypeError(f"no Gadgetron message for items of type {type(item).__name__}")
-
-
-@dataclass
-class ClientResult:
-    """What a client got back from a server: images, text messages, and how it ended."""
-
-    images: list = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-    closed_cleanly: bool = False
-    error: str | None = None
-
-
-def client_session(
-    address: tuple[str, int],
-    header_xml: str,
-    items: Iterable[Any],
-    config_name: str | None = None,
-    config_script: str | None = None,
-    timeout: float = 30.0,
-) -> ClientResult:
-    """Play ``gadgetron_ismrmrd_client``: send a chain, header, items and close; collect replies.
-
-    Replies are read in a second thread while sending, as the C++ client does, so a server
-    that answers early cannot deadlock on full socket buffers.
-
-    Parameters
-    ----------
-    address
-        ``(host, port)`` of the server.
-    header_xml
-        The ISMRMRD XML header.
-    items
-        Acquisitions / waveforms to stream.
-    config_name, config_script
-        Exactly one: a chain name (id 1) or chain XML (id 2).
-    timeout
-        Seconds any single socket operation may wait.
-    """
-    if (config_name is None) == (config_script is None):
-        raise ValueError("give exactly one of config_name and config_script")
-    result = ClientResult()
-    with socket.create_connection(address, timeout=timeout) as sock:
-        stream = SocketStream(sock, timeout=timeout)
-
-        def collect() -> None:
-            try:
-                while True:
-                    message = read_message(stream)
-                    if message.id == MESSAGE_CLOSE:
-                        result.closed_cleanly = True
-                        return
-                    if message.id == MESSAGE_IMAGE:
-                        result.images.append(message.item)
-                    elif message.id in (MESSAGE_TEXT, MESSAGE_ERROR):
-                        result.texts.append(message.item)
-            except (ProtocolError, TimeoutError, OSError) as exc:
-                result.error = str(exc)
-
-        reader = threading.Thread(target=collect, name="passnet-client-reader", daemon=True)
-        reader.start()
-        try:
-            if config_name is not None:
-                write_config_file(stream, config_name)
-            else:
-                assert config_script is not None  # exactly one of the two, checked above
-                write_config_script(stream, config_script)
-            write_header(stream, header_xml)
-            for item in items:
-                write_item(stream, item)
-            write_close(stream)
-        except OSError as exc:  # the server may close early on bad input; keep its reply
-            result.error = f"send failed: {exc}"
-        reader.join(timeout * 2)
-    return result

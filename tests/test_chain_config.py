@@ -9,8 +9,9 @@ import pytest
 
 from gadgetron_configs import config_path
 from gadgets import chain as chain_module
-from gadgets import passnet_gadget, protocol
+from gadgets import gadgetron_adapter, passnet_gadget
 from gadgets.chain_config import ChainParams, UnsupportedChainError, properties
+from gadgets.client import client_session
 from gadgets.replay import add_arguments, params_from_args
 from gadgets.server import PassnetServer, ServerSettings
 
@@ -55,7 +56,7 @@ def via_gadget(xml: str, monkeypatch) -> ChainParams:
             raise AssertionError(item)
 
     monkeypatch.setattr(chain_module, "run_chain", fake_run_chain)
-    monkeypatch.setattr(passnet_gadget, "harden_connection", lambda connection, timeout: None)
+    monkeypatch.setattr(gadgetron_adapter, "harden_connection", lambda connection, timeout: None)
     passnet_gadget.reconstruct(Connection())
     assert len(seen) == 1
     return seen[0]
@@ -72,7 +73,7 @@ def via_server(xml: str, cine_stream, monkeypatch) -> ChainParams:
 
     monkeypatch.setattr(chain_module, "run_chain", fake_run_chain)
     with PassnetServer(ServerSettings(port=0, allow_fallback=True, timeout=5.0)) as server:
-        protocol.client_session(server.address, cine_stream.header_xml, [], config_script=xml)
+        client_session(server.address, cine_stream.header_xml, [], config_script=xml)
     assert len(seen) == 1
     return seen[0]
 

@@ -12,9 +12,9 @@ import ismrmrd
 import numpy as np
 import pytest
 
-from gadgets import protocol
 from gadgets.assembly import AcquisitionBuffer
 from gadgets.chain_config import parse_xml
+from gadgets.client import client_session
 from gadgets.dependency import NoiseRecord, NoiseStore, noise_query_target, query_answer
 from gadgets.server import PassnetServer, ServerSettings
 
@@ -133,7 +133,7 @@ def test_noise_of_a_session_answers_a_later_query(server, cine_stream):
     noise = [a for a in cine_stream.acquisitions if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
     assert noise, "the simulated file carries noise scans"
     header = _with_measurement(cine_stream.header_xml, "scan_7")
-    result = protocol.client_session(
+    result = client_session(
         server.address, header, cine_stream.acquisitions, config_name="passnet_raw.xml"
     )
     assert result.closed_cleanly and result.images, result.texts
@@ -187,7 +187,7 @@ def test_store_is_bounded_and_answers_are_ismrmrd_meta():
 def test_a_noise_only_measurement_is_stored_not_reported_as_failed(server, cine_stream):
     noise = [a for a in cine_stream.acquisitions if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
     header = _with_measurement(cine_stream.header_xml, "noise_only_3")
-    result = protocol.client_session(server.address, header, noise, config_name="passnet_raw.xml")
+    result = client_session(server.address, header, noise, config_name="passnet_raw.xml")
     assert result.closed_cleanly and not result.images
     assert len(result.texts) == 1 and "'noise_only_3' stored" in result.texts[0], result.texts
     assert _parse_answer(_exchange(server.address, _query_bytes("noise_only_3")))["status"] == (

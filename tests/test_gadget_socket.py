@@ -7,6 +7,7 @@ items and close (id 4), and reads the step's items until the step's close.
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import struct
@@ -264,6 +265,88 @@ def test_only_a_targetless_gadgetron_run_of_our_step_gets_a_target(argv, orig, a
     before = list(argv)
     assert add_missing_target(argv, orig) is added
     assert argv == (before + ["reconstruct"] if added else before)
+
+
+@pytest.mark.parametrize(
+    ("argv", "orig", "module"),
+    [
+        (["-m", "9", "gadgets.passnet_gadget", "reconstruct"], ["py", "-m", "gadgetron"], True),
+        (["-m", "9", "gadgets.passnet_gadget"], ["py", "-X", "dev", "-m", "gadgetron"], True),
+        (["-m", "9", "other.module", "run"], ["py", "-m", "gadgetron"], False),
+        (["-m", "9", "gadgets.passnet_gadget"], ["py", "-m", "json.tool"], False),
+        (["-c", "9", "gadgets.passnet_gadget"], ["py", "-c", "-m", "gadgetron"], False),
+        (["-m"], ["py", "-m", "gadgetron"], False),
+        ([""], ["py"], False),
+    ],
+)
+def test_the_start_up_hook_acts_only_for_gadgetron_running_our_step(argv, orig, module):
+    from gadgets.gadgetron_hook import step_module
+
+    assert step_module(argv, orig) == ("gadgets.passnet_gadget" if module else None)
+
+
+def test_the_start_up_hook_leaves_other_processes_alone():
+    """The .pth runs the hook in every interpreter: elsewhere it must import and patch nothing."""
+    code = (
+        "import sys; from gadgets import gadgetron_hook; gadgetron_hook.install(); "
+        "print(sorted(m for m in sys.modules if m.startswith(('gadgetron', 'gadgets.'))))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    output = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert output.returncode == 0, output.stderr
+    assert output.stdout.strip() == "['gadgets.gadgetron_hook']"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(None, 300.0), ("", 300.0), ("2", 2.0), (" 0.5 ", 0.5)]
+    + [(bad, None) for bad in ["abc", "0", "-1", "nan", "inf"]],
+)
+def test_the_step_timeout_is_a_positive_number_of_seconds(monkeypatch, value, seconds):
+    from gadgets.gadgetron_adapter import TIMEOUT_ENV, step_timeout
+
+    if value is None:
+        monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    else:
+        monkeypatch.setenv(TIMEOUT_ENV, value)
+    if seconds is None:
+        with pytest.raises(ValueError, match=f"{TIMEOUT_ENV} must be a positive number"):
+            step_timeout()
+    else:
+        assert step_timeout() == seconds
+
+
+def test_a_hardened_connection_limits_each_message_not_the_session(cine_stream):
+    """Every item gets its own byte budget, however much the whole stream brings."""
+    from gadgets.gadgetron_adapter import harden_connection
+
+    gadgetron_side, step_side = socket.socketpair()
+    with gadgetron_side, step_side:
+        stream = protocol.SocketStream(gadgetron_side, timeout=30)
+        protocol.write_config_script(stream, "<configuration/>", nul_terminated=False)
+        protocol.write_header(stream, cine_stream.header_xml, nul_terminated=False)
+        connection = Connection(step_side)
+        harden_connection(connection, timeout=5)
+        acquisitions = cine_stream.acquisitions[:8]
+        one = io.BytesIO()
+        protocol.write_acquisition(one, acquisitions[0])
+        connection.socket.max_message_bytes = 2 * len(one.getvalue())  # the stream brings 8
+        sender = threading.Thread(target=_play_items, args=(stream, acquisitions))
+        sender.start()
+        received = list(connection)
+        sender.join(30)
+        assert len(received) == len(acquisitions)
+        stream.write(struct.pack("<H", 999))
+        with pytest.raises(protocol.ProtocolError, match="unknown message id 999"):
+            next(connection)
+
+
+def _play_items(stream: protocol.SocketStream, items) -> None:
+    for item in items:
+        protocol.write_item(stream, item)
+    protocol.write_close(stream)
 
 
 def test_a_step_gadgetron_sent_no_configuration_takes_the_operators_chain(monkeypatch, caplog):

@@ -28,6 +28,7 @@ from ismrmrd import ACQ_IS_NOISE_MEASUREMENT
 
 from gadgets import protocol
 from gadgets.assembly import AcquisitionBuffer, flag_set
+from gadgets.client import client_session
 from gadgets.server import PassnetServer, ServerSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -176,7 +177,7 @@ def test_trickling_clients_are_cut_off_per_message_and_free_their_slots(weights_
             thread.start()
         for thread in threads:
             thread.join(30)
-        good = protocol.client_session(
+        good = client_session(
             server.address, cine_stream.header_xml, cine_stream.acquisitions,
             config_name="passnet_raw.xml", timeout=30,
         )  # fmt: skip
@@ -276,7 +277,7 @@ def test_a_client_weights_path_is_never_opened_nor_revealed(
     answers = []
     with PassnetServer(_settings(weights_file, weights=None)) as server:
         for path in (garbage, tmp_path / "missing.safetensors", fifo):
-            result = protocol.client_session(
+            result = client_session(
                 server.address,
                 cine_stream.header_xml,
                 cine_stream.acquisitions,
@@ -305,7 +306,7 @@ def test_a_chain_cannot_raise_the_servers_matrix_limit(weights_file, cine_stream
         '<property name="max_lines_per_slice" value="1000000000"/>'
     )
     with PassnetServer(_settings(weights_file)) as server:
-        result = protocol.client_session(
+        result = client_session(
             server.address, header, cine_stream.acquisitions, config_script=chain, timeout=20
         )
     assert result.closed_cleanly and not result.images
@@ -330,7 +331,7 @@ def _two_slices(cine_stream) -> list:
 def _two_slice_session(weights_file, cine_stream):
     """One client session streaming two slices of ``cine_stream`` to a fresh server."""
     with PassnetServer(_settings(weights_file)) as server:
-        return protocol.client_session(
+        return client_session(
             server.address,
             cine_stream.header_xml,
             _two_slices(cine_stream),
@@ -395,7 +396,7 @@ def test_a_noise_only_stream_gets_a_reason(weights_file, cine_stream):
     header = cine_stream.header
     header.measurementInformation.measurementID = None
     with PassnetServer(_settings(weights_file)) as server:
-        result = protocol.client_session(
+        result = client_session(
             server.address, ismrmrd.xsd.ToXML(header), noise, config_name="passnet_raw", timeout=20
         )
     assert result.closed_cleanly and not result.images
@@ -450,7 +451,7 @@ def test_allow_fallback_starts_and_says_so_to_clients(tmp_path, weights_file, ci
     path = _bad_weights(tmp_path, weights_file)["truncated"]
     settings = _settings(path, allow_fallback=True)
     with PassnetServer(settings) as server:
-        result = protocol.client_session(
+        result = client_session(
             server.address, cine_stream.header_xml, cine_stream.acquisitions,
             config_name="passnet_raw.xml", timeout=30,
         )  # fmt: skip

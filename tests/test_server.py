@@ -15,6 +15,7 @@ import pytest
 from gadgetron_configs import config_path
 from gadgets import protocol
 from gadgets.chain import ChainParams, run_chain
+from gadgets.client import ClientResult, client_session
 from gadgets.server import (
     PassnetServer,
     ServerSettings,
@@ -54,8 +55,8 @@ def _assert_same_images(received: list, expected: list) -> None:
         np.testing.assert_allclose(got.data, want.data, rtol=1e-4, atol=1e-3 * want.data.max())
 
 
-def _session(server, cine_stream, **kwargs) -> protocol.ClientResult:
-    return protocol.client_session(
+def _session(server, cine_stream, **kwargs) -> ClientResult:
+    return client_session(
         server.address, cine_stream.header_xml, cine_stream.acquisitions, timeout=30, **kwargs
     )
 

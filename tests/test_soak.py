@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import rss_mb
 
-from gadgets import protocol
+from gadgets.client import client_session
 from gadgets.server import PassnetServer, ServerSettings
 
 SEQUENTIAL = 200
@@ -56,9 +56,7 @@ def tiny(tmp_path_factory):
 
 def _session(address, tiny) -> tuple[int, list[str], bool]:
     xml, acquisitions, _ = tiny
-    result = protocol.client_session(
-        address, xml, acquisitions, config_script=WALSH_CHAIN, timeout=30
-    )
+    result = client_session(address, xml, acquisitions, config_script=WALSH_CHAIN, timeout=30)
     return len(result.images), result.texts, result.closed_cleanly
 
 
