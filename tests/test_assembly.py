@@ -13,18 +13,11 @@ import pytest
 import torch
 from helpers import acquisitions, header_xml, known_cine
 
-from gadgets.assembly import (
-    AcquisitionBuffer,
-    FrameJoiner,
-    SliceData,
-    SliceFailure,
-    geometry_from_header,
-    noise_covariance,
-    prewhitening_matrix,
-    remove_readout_oversampling,
-    resolve_frame_dimension,
-    slices_from_recon_data,
-)
+from gadgets.assembly import AcquisitionBuffer
+from gadgets.encoding import geometry_from_header, resolve_frame_dimension
+from gadgets.kspace_prep import noise_covariance, prewhitening_matrix, remove_readout_oversampling
+from gadgets.recon_data import FrameJoiner, slices_from_recon_data
+from gadgets.slices import SliceData, SliceFailure
 from passnet_core.fft import fft2c, ifft2c
 from passnet_core.ismrmrd_io import parse_header, read_raw
 

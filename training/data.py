@@ -360,7 +360,8 @@ class ChainCropDataset(CineCropDataset):
     - correlated receiver noise (a random coil covariance, ``noise_levels`` of the peak) on the
       acquired samples, and a noise scan of :data:`CHAIN_NOISE_SAMPLES` samples;
     - prewhitening with the covariance *estimated* from that scan
-      (:func:`gadgets.assembly.noise_covariance`, :func:`~gadgets.assembly.prewhitening_matrix`);
+      (:func:`gadgets.kspace_prep.noise_covariance`,
+      :func:`~gadgets.kspace_prep.prewhitening_matrix`);
     - coil maps *estimated* from the undersampled data's time average by the chain's own code
       (:func:`gadgets.pipeline.estimate_maps`: ESPIRiT, Walsh where the centre is too small).
 
@@ -372,14 +373,14 @@ class ChainCropDataset(CineCropDataset):
     """
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        from gadgets.assembly import (
-            SliceData,
+        from gadgets.kspace_prep import (
             central_run,
             frame_sum,
             noise_covariance,
             prewhitening_matrix,
         )
         from gadgets.pipeline import estimate_maps
+        from gadgets.slices import SliceData
         from training.simulate import random_coil_covariance
 
         i, (t0, y0, x0, ft, hs, ws) = self.index[k]
