@@ -74,7 +74,7 @@ def slices_from_recon_data(
                         slice_index,
                         refs,
                         extra_calibration=extra,
-                    )  # fmt: skip
+                    )
                 )
             except ValueError as exc:
                 out.append(SliceFailure(slice_index, str(exc)))
