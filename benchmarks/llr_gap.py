@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gadgets.assembly import AcquisitionBuffer, SliceData
+from gadgets.assembly import AcquisitionBuffer
 from gadgets.chain_config import ChainParams
 from gadgets.images import build_images
 from gadgets.pipeline import AUTO_SCALE_MAX, centre_crop, estimate_maps
 from gadgets.scoring import TRUTH_GROUP, compare_with_truth, read_truth
+from gadgets.slices import SliceData
 from passnet_core import bart, baselines
 from passnet_core.ismrmrd_io import read_raw
 from passnet_core.operators import encoding, normalise

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gadgets.assembly import AcquisitionBuffer, SliceData
+from gadgets.assembly import AcquisitionBuffer
 from gadgets.chain import ChainParams, run_chain
 from gadgets.images import build_images
 from gadgets.pipeline import ReconEngine, reconstruct_slice
+from gadgets.slices import SliceData
 from passnet_core.ismrmrd_io import RawData, read_raw
 from passnet_core.model import PASSNet, PASSNetConfig
 from passnet_core.weights import save_weights

@@ -1,8 +1,5 @@
-"""Acquisitions -> per-slice k-space arrays (pure numpy; no sockets, no network).
-
-Layout of everything produced here (see docs/design.md):
-k-space ``(C, T, H, W)`` complex64, centred (DC at ``H//2, W//2``), ``H`` = phase encode
-(ISMRMRD E1), ``W`` = readout after oversampling removal; mask ``(T, H, W)`` float32 0/1.
+"""Acquisitions -> per-slice k-space arrays: line placement and buffering (pure numpy; no
+sockets, no network). The layout of what comes out is :class:`gadgets.slices.SliceData`'s.
 
 Rules, in the order a line meets them:
 
@@ -27,13 +24,13 @@ lines fails with the reason and its lines are released; all pending slices toget
 most ``2 * max_matrix_elements`` samples; noise scans are folded into a ``C x C`` sum as they
 arrive.
 
-Readout oversampling is removed per slice in one FFT: the encoded readout (``enc_x``) is
-transformed to image space, the central ``recon_x`` columns kept and transformed back.
+A completed slice's lines are finished (calibration, centre check, prewhitening, oversampling
+removal, mask) by :func:`gadgets.slices.finish_slice`, the step Gadgetron's ReconData buffers
+go through too (:mod:`gadgets.recon_data`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,15 +39,16 @@ from typing import TYPE_CHECKING
 import ismrmrd
 import numpy as np
 
-from gadgets.chain_config import (  # the chain's option values and limits, defined once
+from gadgets.chain_config import (  # the chain's limits, defined once
     DEFAULT_MAX_LINES_PER_SLICE,
     DEFAULT_MAX_MATRIX_ELEMENTS,
-    FRAME_DIMENSIONS,
 )
+from gadgets.encoding import geometry_from_header
+from gadgets.kspace_prep import prewhitening_matrix
+from gadgets.slices import PlacedLines, SliceData, SliceFailure, finish_slice
 
 if TYPE_CHECKING:
-    from gadgetron.types import ReconData
-    from ismrmrd.xsd import encodingLimitsType, ismrmrdHeader
+    from ismrmrd.xsd import ismrmrdHeader
 
 log = logging.getLogger(__name__)
 
@@ -69,198 +67,6 @@ SKIPPED_FLAGS = {
 def flag_set(flags: int, bit: int) -> bool:
     """True when ISMRMRD flag ``bit`` (1-based) is set in ``flags``."""
     return bool(int(flags) & (1 << (bit - 1)))
-
-
-# ----------------------------------------------------------------------------- header geometry
-@dataclass(frozen=True)
-class Geometry:
-    """What the ISMRMRD header says about the first encoding.
-
-    ``enc_x``/``enc_y``: encoded matrix; ``recon_x``/``recon_y``: recon matrix; ``centre_e1``:
-    E1 index of the k-space centre; ``n_frames``/``n_slices``: from the encoding limits
-    (``None`` when the header does not say); ``fov``: reconSpace field of view (mm).
-    """
-
-    enc_x: int
-    enc_y: int
-    recon_x: int
-    recon_y: int
-    centre_e1: int
-    frame_dimension: str
-    n_frames: int | None
-    n_slices: int | None
-    fov: tuple[float, float, float]
-    channels: int | None
-
-
-def _limit_count(limits: encodingLimitsType | None, name: str) -> int | None:
-    lim = getattr(limits, name, None) if limits is not None else None
-    if lim is None or lim.maximum is None:
-        return None
-    return int(lim.maximum) - int(lim.minimum or 0) + 1
-
-
-def resolve_frame_dimension(header: ismrmrdHeader, choice: str = "auto") -> str:
-    """The acquisition counter that holds the frames.
-
-    ``"auto"``: phase if its encoding limit has more than one value, else repetition if that
-    has, else phase. A stated ``"phase"`` or ``"repetition"`` is kept unless the header says
-    that counter has a single value while the other has several: a chain written for gated
-    cine (``BucketToBufferGadget N_dimension=phase``) then still reconstructs a real-time
-    series as one cine instead of one single-frame image per repetition.
-    """
-    if choice not in FRAME_DIMENSIONS:
-        raise ValueError(f"frame_dimension must be one of {FRAME_DIMENSIONS}, got {choice!r}")
-    limits = header.encoding[0].encodingLimits
-    counts = {name: _limit_count(limits, name) or 1 for name in ("phase", "repetition")}
-    if choice != "auto":
-        other = "repetition" if choice == "phase" else "phase"
-        if counts[choice] == 1 and counts[other] > 1:
-            log.info(
-                "frame_dimension %s has one value in the header and %s has %d: frames follow %s",
-                choice, other, counts[other], other,
-            )  # fmt: skip
-            return other
-        return choice
-    if counts["phase"] > 1:
-        return "phase"
-    if counts["repetition"] > 1:
-        return "repetition"
-    return "phase"
-
-
-def geometry_from_header(header: ismrmrdHeader, frame_dimension: str = "auto") -> Geometry:
-    """Read matrix sizes, k-space centre, frame/slice counts and FOV from a parsed header."""
-    enc = header.encoding[0]
-    es, rs = enc.encodedSpace, enc.reconSpace or enc.encodedSpace
-    enc_x, enc_y = int(es.matrixSize.x), int(es.matrixSize.y)
-    recon_x = min(int(rs.matrixSize.x), enc_x)
-    recon_y = min(int(rs.matrixSize.y), enc_y)
-    limits = enc.encodingLimits
-    e1 = getattr(limits, "kspace_encoding_step_1", None) if limits is not None else None
-    centre = int(e1.center) if e1 is not None and e1.center is not None else enc_y // 2
-    dim = resolve_frame_dimension(header, frame_dimension)
-    fov = rs.fieldOfView_mm
-    system = header.acquisitionSystemInformation
-    channels = getattr(system, "receiverChannels", None) if system is not None else None
-    return Geometry(
-        enc_x=enc_x,
-        enc_y=enc_y,
-        recon_x=recon_x,
-        recon_y=recon_y,
-        centre_e1=centre,
-        frame_dimension=dim,
-        n_frames=_limit_count(limits, dim),
-        n_slices=_limit_count(limits, "slice"),
-        fov=(float(fov.x), float(fov.y), float(fov.z)),
-        channels=int(channels) if channels else None,
-    )
-
-
-# ------------------------------------------------------------------------------ noise / readout
-def noise_covariance(noise_lines: list[np.ndarray]) -> np.ndarray:
-    """Sample covariance ``(C, C)`` of noise scans, each ``(C, S)`` complex."""
-    if not noise_lines:
-        raise ValueError("no noise scans to estimate a noise covariance from")
-    samples = np.concatenate([np.asarray(n, dtype=np.complex128) for n in noise_lines], axis=1)
-    return (samples @ samples.conj().T) / max(samples.shape[1] - 1, 1)
-
-
-def prewhitening_matrix(covariance: np.ndarray) -> np.ndarray:
-    """``W = L^-1`` with ``cov = L L^H``: ``W @ data`` has identity noise covariance.
-
-    Raises
-    ------
-    ValueError
-        If the covariance is not Hermitian positive definite (dead or duplicated channels).
-    """
-    cov = np.asarray(covariance, dtype=np.complex128)
-    cov = 0.5 * (cov + cov.conj().T)
-    try:
-        chol = np.linalg.cholesky(cov)
-    except np.linalg.LinAlgError as exc:
-        raise ValueError(f"noise covariance is not positive definite: {exc}") from exc
-    return np.linalg.inv(chol).astype(np.complex64)
-
-
-def remove_readout_oversampling(kspace: np.ndarray, n_out: int) -> np.ndarray:
-    """Keep the central ``n_out`` image columns of centred k-space along the last axis.
-
-    Cropping the image field of view keeps the k-space extent and widens the sample spacing,
-    which is what the scanner's 2x readout oversampling needs undone.
-    """
-    n_in = kspace.shape[-1]
-    if n_out == n_in:
-        return kspace
-    if n_out > n_in:
-        raise ValueError(f"cannot crop readout of {n_in} samples to {n_out}")
-    # Orthonormal transforms keep the image pixel values: ifft2c of the result equals the
-    # central crop of ifft2c of the input.
-    img = np.fft.fftshift(
-        np.fft.ifft(np.fft.ifftshift(kspace, axes=-1), axis=-1, norm="ortho"), axes=-1
-    )
-    start = n_in // 2 - n_out // 2
-    img = img[..., start : start + n_out]
-    out = np.fft.fftshift(
-        np.fft.fft(np.fft.ifftshift(img, axes=-1), axis=-1, norm="ortho"), axes=-1
-    )
-    return out.astype(np.complex64)
-
-
-def readout_mask(sampled: np.ndarray, n_out: int) -> np.ndarray:
-    """Map a boolean readout sampling pattern on the encoded grid to the cropped grid.
-
-    Cropping keeps the k-space extent, so output column ``j`` sits at encoded position
-    ``(j - n_out//2) * n_in / n_out + n_in//2``.
-    """
-    n_in = sampled.shape[-1]
-    pos = np.round((np.arange(n_out) - n_out // 2) * n_in / n_out + n_in // 2).astype(int)
-    return sampled[..., np.clip(pos, 0, n_in - 1)]
-
-
-# ------------------------------------------------------------------------------------ outputs
-@dataclass
-class SliceData:
-    """One slice ready for reconstruction.
-
-    Attributes
-    ----------
-    kspace
-        ``(C, T, H, W)`` complex64 image data (calibration-only lines excluded).
-    mask
-        ``(T, H, W)`` float32, 1 where a sample arrived.
-    calibration
-        ``(C, H, W)`` complex64 time average of everything sampled (ACS included), for coil maps.
-    reference
-        One acquisition header per frame (``ismrmrd.AcquisitionHeader``; ``None`` for a frame
-        with no data) for the image geometry and time stamps.
-    slice_index
-        ``idx.slice``.
-    field_of_view
-        reconSpace field of view (mm), ``(x, y, z)``.
-    recon_matrix
-        reconSpace ``(x, y)``: images are cropped to ``(y, x)`` = ``(H', W')``.
-    frame_dimension
-        ``"phase"`` or ``"repetition"``.
-    """
-
-    kspace: np.ndarray
-    mask: np.ndarray
-    calibration: np.ndarray
-    reference: list
-    slice_index: int
-    field_of_view: tuple[float, float, float]
-    recon_matrix: tuple[int, int]
-    frame_dimension: str = "phase"
-    calib_lines: int = 0
-
-
-@dataclass
-class SliceFailure:
-    """A slice that could not be assembled, with the reason."""
-
-    slice_index: int
-    message: str
 
 
 @dataclass
@@ -537,63 +343,32 @@ class AcquisitionBuffer:
             raise ValueError(
                 f"slice {slice_index}: {c}x{n_frames}x{h}x{w} exceeds max_matrix_elements"
             )
-        # All work is done on the stack of lines (C, N, enc_x), much smaller than the
-        # (C, T, H, enc_x) grid at any acceleration and laid out so that whitening, the
-        # readout FFTs and the final placement all run on contiguous memory.
         n = len(stored)
-        frames = np.fromiter((ln[0] for ln in stored), np.intp, n)
-        rows = np.fromiter((ln[1] for ln in stored), np.intp, n)
-        for_image = np.fromiter((ln[4] for ln in stored), bool, n)
         lines = np.zeros((c, n, w), np.complex64)
         line_sampled = np.zeros((n, w), bool)
         for i, (_, _, offset, data, _) in enumerate(stored):
             lines[:, i, offset : offset + data.shape[1]] = data
             line_sampled[i, offset : offset + data.shape[1]] = True
-        calib_sum = np.zeros((h, c, w), np.complex64)
-        np.add.at(calib_sum, rows, lines.transpose(1, 0, 2))
-        calib_count = np.zeros((h, w), np.float32)
-        np.add.at(calib_count, rows, line_sampled)
-        if calib_count[h // 2, w // 2] == 0:
-            raise ValueError(
-                f"slice {slice_index}: the k-space centre line (e1={geo.centre_e1}) was never "
-                "acquired; coil maps cannot be estimated"
-            )
-        calibration = calib_sum.transpose(1, 0, 2) / np.maximum(calib_count, 1)
+        placed = PlacedLines(
+            lines=lines,
+            frames=np.fromiter((ln[0] for ln in stored), np.intp, n),
+            rows=np.fromiter((ln[1] for ln in stored), np.intp, n),
+            sampled=line_sampled,
+            for_image=np.fromiter((ln[4] for ln in stored), bool, n),
+            n_frames=n_frames,
+            n_rows=h,
+            centre_e1=geo.centre_e1,
+        )
+        reference = [buf.references.get(t, (0, None))[1] for t in range(n_frames)]
+        return finish_slice(placed, geo, slice_index, reference, self._slice_whitening)
+
+    def _slice_whitening(self) -> np.ndarray | None:
+        """The prewhitening matrix, estimated when the first slice that passed its checks
+        needs it (noise scans arrive before the imaging lines) and kept for the rest."""
         has_noise = self.has_noise or self._prior_noise is not None
         if has_noise and self.whitening is None and self._noise_error is None:
             self.whitening = self._whitening()
-        if self.whitening is not None and self.whitening.shape[0] != c:
-            log.warning(
-                "slice %d: %d coils but the noise covariance has %d; not prewhitened",
-                slice_index, c, self.whitening.shape[0],
-            )  # fmt: skip
-        elif self.whitening is not None:
-            # one 2-D matrix product per slice (a per-line product runs one threaded BLAS
-            # call per line, which stalls for seconds when the cores are busy)
-            lines = (self.whitening @ lines.reshape(c, -1)).reshape(c, n, w)
-            calibration = (self.whitening @ calibration.reshape(c, -1)).reshape(c, h, w)
-        out_w = geo.recon_x
-        lines = remove_readout_oversampling(lines, out_w)
-        calibration = remove_readout_oversampling(calibration, out_w)
-        image = np.flatnonzero(for_image)
-        kspace = np.zeros((c, n_frames, h, out_w), np.complex64)
-        kspace[:, frames[image], rows[image]] = lines[:, image]
-        sampled = np.zeros((n_frames, h, out_w), bool)
-        line_mask = readout_mask(line_sampled[image], out_w)
-        np.logical_or.at(sampled, (frames[image], rows[image]), line_mask)
-        mask = sampled.astype(np.float32)
-        calib_rows = calib_count.max(axis=1) > 0
-        return SliceData(
-            kspace=kspace,
-            mask=mask,
-            calibration=calibration.astype(np.complex64),
-            reference=[buf.references.get(t, (0, None))[1] for t in range(n_frames)],
-            slice_index=slice_index,
-            field_of_view=geo.fov,
-            recon_matrix=(geo.recon_x, geo.recon_y),
-            frame_dimension=geo.frame_dimension,
-            calib_lines=central_run(calib_rows),
-        )
+        return self.whitening
 
 
 def _copy_header(head: ismrmrd.AcquisitionHeader) -> ismrmrd.AcquisitionHeader:
@@ -602,170 +377,3 @@ def _copy_header(head: ismrmrd.AcquisitionHeader) -> ismrmrd.AcquisitionHeader:
     if hasattr(cls, "from_buffer_copy"):
         return cls.from_buffer_copy(head)
     return head
-
-
-def central_run(rows: np.ndarray) -> int:
-    """Length of the contiguous run of ``True`` through the centre index ``len//2``."""
-    c = len(rows) // 2
-    if not rows[c]:
-        return 0
-    lo, hi = c, c
-    while lo > 0 and rows[lo - 1]:
-        lo -= 1
-    while hi < len(rows) - 1 and rows[hi + 1]:
-        hi += 1
-    return hi - lo + 1
-
-
-# ------------------------------------------------------------------------- Gadgetron ReconData
-def slices_from_recon_data(
-    recon_data: ReconData, header: ismrmrdHeader
-) -> list[SliceData | SliceFailure]:
-    """Convert a ``gadgetron.types.ReconData`` (from BucketToBufferGadget) to slices.
-
-    Each bit's buffer ``data`` is ``(RO, E1, E2, CHA, N, S, LOC)``; frames are taken from
-    ``N`` (or ``S`` when ``N`` is 1), slices from ``LOC``; ``E2`` must be 1 (2-D imaging).
-    The mask is where lines are non-zero; the optional ``ref`` buffer (calibration) is averaged
-    with the image data into the calibration k-space. The E1 centre of the buffer
-    (``sampling_limits[1].center``) is moved to ``H//2``, and readout oversampling is removed
-    when the buffer still has the encoded readout length.
-    """
-    geo = geometry_from_header(header, "auto")
-    out: list[SliceData | SliceFailure] = []
-    for bit in recon_data:
-        buffer = bit.data
-        data = np.asarray(buffer.data)
-        if data.ndim != 7:
-            out.append(SliceFailure(-1, f"ReconData buffer has {data.ndim} axes, expected 7"))
-            continue
-        ro, e1, e2, c, n, s, loc = data.shape
-        for z in range(loc):
-            slice_index = z
-            try:
-                heads = np.asarray(buffer.headers).reshape(e1, e2, n, s, loc)
-                slice_index = int(_first_header(heads[..., z]).idx.slice)
-                if e2 != 1:
-                    raise ValueError(f"slice {slice_index}: 3-D buffer (E2={e2}) not supported")
-                # (RO, E1, CHA, N, S) -> (C, T, H, RO)
-                vol = data[:, :, 0, :, :, :, z].reshape(ro, e1, c, n * s)
-                kspace = np.ascontiguousarray(vol.transpose(2, 3, 1, 0)).astype(np.complex64)
-                if not np.isfinite(kspace).all():
-                    raise ValueError(f"slice {slice_index}: NaN or inf samples")
-                calib, count = frame_sum(kspace)
-                if bit.ref is not None:
-                    ref = np.asarray(bit.ref.data)[:, :, 0, :, :, :, z]
-                    ref = ref.reshape(ref.shape[0], ref.shape[1], c, -1).transpose(2, 3, 1, 0)
-                    if ref.shape[2:] == kspace.shape[2:]:
-                        calib = calib + ref.sum(axis=1)
-                        count = count + (np.abs(ref).sum(axis=0) > 0).sum(axis=0)
-                calibration = (calib / np.maximum(count, 1)).astype(np.complex64)
-                shift = e1 // 2 - int(buffer.sampling.sampling_limits[1].center)
-                kspace = np.roll(kspace, shift, axis=2)
-                calibration = np.roll(calibration, shift, axis=1)
-                count = np.roll(count, shift, axis=0)
-                if count[e1 // 2].max() == 0:
-                    raise ValueError(
-                        f"slice {slice_index}: the k-space centre line was never acquired; "
-                        "coil maps cannot be estimated"
-                    )
-                out_w = min(geo.recon_x, ro)
-                kspace = remove_readout_oversampling(kspace, out_w)
-                calibration = remove_readout_oversampling(calibration, out_w)
-                mask = (np.abs(kspace).sum(axis=0) > 0).astype(np.float32)
-                refs = [_first_header(heads[:, :, i // s, i % s, z]) for i in range(n * s)]
-                out.append(
-                    SliceData(
-                        kspace=kspace,
-                        mask=mask,
-                        calibration=calibration,
-                        reference=refs,
-                        slice_index=slice_index,
-                        field_of_view=geo.fov,
-                        recon_matrix=(out_w, min(geo.recon_y, e1)),
-                        frame_dimension=geo.frame_dimension,
-                        calib_lines=central_run(count.max(axis=1) > 0),
-                    )
-                )
-            except ValueError as exc:
-                out.append(SliceFailure(slice_index, str(exc)))
-    return out
-
-
-def frame_sum(kspace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(C, T, H, W)`` k-space -> its sum over frames ``(C, H, W)`` and, per ``(H, W)``
-    location, how many frames sampled it: their ratio is the calibration time average."""
-    return kspace.sum(axis=1), (np.abs(kspace).sum(axis=0) > 0).sum(axis=0).astype(np.float32)
-
-
-class FrameJoiner:
-    """Joins the single-frame slices Gadgetron's BucketToBuffer makes of one cine.
-
-    A ``BucketToBufferGadget`` whose ``N_dimension`` is not the counter the frames are on
-    (``N_dimension=phase`` on a real-time series along ``repetition``) sends one ReconData per
-    frame. The parts of a slice are held until the header's frame count arrived (or the stream
-    ends) and then joined into one :class:`SliceData`, frames in counter order; the coil
-    calibration is the mean of the parts' calibrations where they sampled.
-
-    Parameters
-    ----------
-    header
-        Parsed ISMRMRD header.
-    frame_dimension
-        The chain's ``frame_dimension`` (resolved against the header here).
-    """
-
-    def __init__(self, header: ismrmrdHeader, frame_dimension: str = "auto") -> None:
-        self.geometry = geometry_from_header(header, frame_dimension)
-        self._parts: dict[int, dict[int, SliceData]] = {}
-
-    def add(self, item: SliceData | SliceFailure) -> list[SliceData | SliceFailure]:
-        """Pass ``item`` on, or hold it as part of a cine; returns what is complete.
-
-        A slice whose parts cannot be joined comes back as a :class:`SliceFailure`.
-        """
-        total = self.geometry.n_frames or 1
-        if isinstance(item, SliceFailure) or total <= 1 or item.kspace.shape[1] != 1:
-            return [item]
-        reference = item.reference[0]
-        frame = int(getattr(reference.idx, self.geometry.frame_dimension)) if reference else 0
-        parts = self._parts.setdefault(item.slice_index, {})
-        parts[frame] = item
-        if len(parts) < total:
-            return []
-        return [self._join(item.slice_index)]
-
-    def flush(self) -> list[SliceData | SliceFailure]:
-        """Join what every incomplete slice has (the stream ended)."""
-        return [self._join(index) for index in sorted(self._parts)]
-
-    def _join(self, slice_index: int) -> SliceData | SliceFailure:
-        parts = [p for _, p in sorted(self._parts.pop(slice_index).items())]
-        if len(parts) == 1:
-            return parts[0]
-        first = parts[0]
-        if len({(p.kspace.shape[0], *p.kspace.shape[2:]) for p in parts}) != 1:  # C, H, W
-            return SliceFailure(slice_index, "its frames have different sizes and cannot be joined")
-        kspace = np.concatenate([p.kspace for p in parts], axis=1)
-        calibrations = np.stack([p.calibration for p in parts])
-        sampled = (np.abs(calibrations).sum(axis=1, keepdims=True) > 0).astype(np.float32)
-        calibration = calibrations.sum(axis=0) / np.maximum(sampled.sum(axis=0), 1)
-        return dataclasses.replace(
-            first,
-            kspace=kspace,
-            mask=np.concatenate([p.mask for p in parts], axis=0),
-            calibration=calibration.astype(np.complex64),
-            reference=[r for p in parts for r in p.reference],
-            frame_dimension=self.geometry.frame_dimension,
-            calib_lines=central_run(np.abs(calibration).sum(axis=(0, 2)) > 0),
-        )
-
-
-def _first_header(heads: np.ndarray) -> ismrmrd.AcquisitionHeader:
-    """The first non-empty header of an object array (BucketToBuffer leaves gaps zeroed)."""
-    flat = [h for h in np.asarray(heads).ravel() if h is not None]
-    for h in flat:
-        if int(h.number_of_samples) > 0:
-            return h
-    if not flat:
-        raise ValueError("ReconData buffer has no acquisition headers")
-    return flat[0]

@@ -17,16 +17,12 @@ from typing import TYPE_CHECKING
 import ismrmrd
 import numpy as np
 
-from gadgets.assembly import (
-    AcquisitionBuffer,
-    FrameJoiner,
-    SliceData,
-    SliceFailure,
-    slices_from_recon_data,
-)
+from gadgets.assembly import AcquisitionBuffer
 from gadgets.chain_config import ChainParams
 from gadgets.images import build_images
 from gadgets.pipeline import ReconEngine, reconstruct_slice
+from gadgets.recon_data import FrameJoiner, slices_from_recon_data
+from gadgets.slices import SliceData, SliceFailure
 
 if TYPE_CHECKING:
     from ismrmrd.xsd import ismrmrdHeader

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ismrmrd
 import numpy as np
 
-from gadgets.assembly import SliceData
+from gadgets.slices import SliceData
 
 _COPIED_FIELDS = (
     "measurement_uid",

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from gadgets.assembly import SliceData
 from gadgets.chain_config import ChainParams
+from gadgets.slices import SliceData
 from passnet_core import methods
 from passnet_core.operators import EncodingOp, encoding, zero_filled
 
@@ -186,7 +186,7 @@ def reconstruct_slice(
     Parameters
     ----------
     slice_data
-        From :mod:`gadgets.assembly`.
+        From :mod:`gadgets.slices`.
     params
         The chain's settings (uses ``output``: ``"magnitude"`` -> float32,
         ``"complex"`` -> complex64; ``scale``: multiplies the images, ``None`` = the slice's

@@ -50,7 +50,7 @@ def read_truth(path: str | Path) -> np.ndarray | None:
     import h5py
     import numpy as np
 
-    from gadgets.assembly import prewhitening_matrix
+    from gadgets.kspace_prep import prewhitening_matrix
 
     try:
         with h5py.File(path, "r") as f:

@@ -13,18 +13,11 @@ import pytest
 import torch
 from helpers import acquisitions, header_xml, known_cine
 
-from gadgets.assembly import (
-    AcquisitionBuffer,
-    FrameJoiner,
-    SliceData,
-    SliceFailure,
-    geometry_from_header,
-    noise_covariance,
-    prewhitening_matrix,
-    remove_readout_oversampling,
-    resolve_frame_dimension,
-    slices_from_recon_data,
-)
+from gadgets.assembly import AcquisitionBuffer
+from gadgets.encoding import geometry_from_header, resolve_frame_dimension
+from gadgets.kspace_prep import noise_covariance, prewhitening_matrix, remove_readout_oversampling
+from gadgets.recon_data import FrameJoiner, slices_from_recon_data
+from gadgets.slices import SliceData, SliceFailure
 from passnet_core.fft import fft2c, ifft2c
 from passnet_core.ismrmrd_io import parse_header, read_raw
 
@@ -258,6 +251,25 @@ def test_recon_data_converter_matches_acquisition_path():
     np.testing.assert_allclose(result.kspace, sampled, atol=1e-6)
     np.testing.assert_array_equal(result.mask[:, :, 0], rows)
     assert result.reference[1].idx.phase == 1
+
+
+def test_recon_data_without_its_centre_line_fails_as_acquisitions_do():
+    from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription
+
+    _, _, kspace = known_cine(t=1)
+    rows = np.ones((1, 16), bool)
+    rows[:, 8] = False  # the centre line (sampling centre 8) never arrives
+    data = (kspace * rows[None, :, :, None]).transpose(3, 2, 0, 1)[:, :, None, :, :, None, None]
+    heads = np.empty((16, 1, 1, 1, 1), dtype=object)
+    for e1 in range(16):
+        heads[e1, 0, 0, 0, 0] = ismrmrd.AcquisitionHeader()
+        heads[e1, 0, 0, 0, 0].number_of_samples = 16
+    sampling = SamplingDescription()
+    sampling.sampling_limits[1].center = 8
+    bit = ReconBit(ReconBuffer(data, None, None, heads, sampling))
+    (result,) = slices_from_recon_data(ReconData([bit]), parse_header(header_xml(16, 16)))
+    assert isinstance(result, SliceFailure)
+    assert "k-space centre line (e1=8) was never acquired" in result.message
 
 
 def test_siemens_file_assembles_with_header_shapes(siemens_file):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from helpers import acquisitions, header_xml, known_cine
 
-from gadgets.assembly import noise_covariance, prewhitening_matrix
 from gadgets.chain import ChainParams, run_chain
+from gadgets.kspace_prep import noise_covariance, prewhitening_matrix
 from gadgets.scoring import TRUTH_GROUP
 from passnet_core.fft import fft2c, ifft2c
 from passnet_core.ismrmrd_io import read_raw

@@ -13,7 +13,7 @@ One module for every producer of data, so training, evaluation, the benchmarks a
   acquired samples, the true maps, the one normalisation (:func:`passnet_core.operators.
   normalise`).
 - :func:`acquire_as_chain` is what the chain feeds the network: correlated noise, prewhitening
-  with the covariance estimated from a noise scan (:mod:`gadgets.assembly`) and coil maps
+  with the covariance estimated from a noise scan (:mod:`gadgets.kspace_prep`) and coil maps
   estimated from the undersampled data by the chain's own code (:func:`gadgets.pipeline.
   estimate_maps`).
 """
@@ -25,14 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gadgets.assembly import (
-    SliceData,
-    central_run,
-    frame_sum,
-    noise_covariance,
-    prewhitening_matrix,
-)
+from gadgets.kspace_prep import central_run, frame_sum, noise_covariance, prewhitening_matrix
 from gadgets.pipeline import estimate_maps
+from gadgets.slices import SliceData
 from passnet_core.fft import fft2c, ifft2c
 from passnet_core.operators import EncodingOp, normalise
 
@@ -116,7 +111,7 @@ class Sample:
 
 def random_coil_covariance(n_coils: int, rng: np.random.Generator) -> np.ndarray:
     """A random receiver-noise covariance to simulate: Hermitian positive definite ``(C, C)``,
-    mean diagonal 1 (the gadgets *estimate* one from noise scans: ``gadgets.assembly``).
+    mean diagonal 1 (the gadgets *estimate* one from noise scans: ``gadgets.kspace_prep``).
 
     Unequal coil noise levels and correlations of a few tens of percent, as in real arrays.
     """

@@ -29,7 +29,8 @@ import h5py
 import numpy as np
 import torch
 
-from gadgets.assembly import AcquisitionBuffer, SliceData, SliceFailure
+from gadgets.assembly import AcquisitionBuffer
+from gadgets.slices import SliceData, SliceFailure
 from passnet_core.fft import fft2c, ifft2c
 from passnet_core.ismrmrd_io import read_raw
 from training.acquisition import Cine
