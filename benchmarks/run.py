@@ -1,7 +1,8 @@
 """``passnet bench``: latency, GPU, streaming and quality benchmarks appended to BENCHMARKS.md.
 
 Each section is measured in one run on one machine, so the ratios inside a section are
-comparable; the command line and the machine are recorded with the numbers.
+comparable; the command line and the machine are recorded with the numbers. The options live
+in :mod:`benchmarks.bench_cli`.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from passnet_core.cli import Command
+import torch
 
-if TYPE_CHECKING:  # the work modules import torch: only after the command line parsed
-    from benchmarks.latency import Size
+from benchmarks import chain_quality, gpu, latency, streaming
+from benchmarks.bench_cli import SECTIONS
+from benchmarks.latency import Size
+from benchmarks.report import append_section
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("latency", "gpu", "streaming", "quality", "chain")
 QUALITY_METHODS = ("zero-filled", "lplus-s", "bart-llr", "passnet-uniform", "passnet")
 
 
@@ -51,66 +52,8 @@ def parse_sections(text: str) -> list[str]:
     return names
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``passnet bench``."""
-    parser.add_argument(
-        "--sizes",
-        help="comma-separated TxHxWxCOILS for the latency section "
-        "(default: 16x128x128x1,20x128x128x8,30x192x156x15)",
-    )
-    parser.add_argument("--repeats", type=int, default=1, help="timed calls per method (median)")
-    parser.add_argument("--stages", type=int, default=15, help="PASSNet stages (latency, GPU)")
-    parser.add_argument(
-        "--streaming-stages",
-        type=int,
-        default=1,
-        help="PASSNet stages in the streaming section (its overhead is what is measured)",
-    )
-    parser.add_argument("--threads", type=int, help="pin torch and BART (OpenMP) threads")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    parser.add_argument("--no-bart", action="store_true", help="leave BART out")
-    parser.add_argument("--quality-cases", type=int, default=2, help="held-out cases")
-    parser.add_argument(
-        "--quality-coils",
-        type=int,
-        default=8,
-        help="coils of the quality cases (default 8, as the shipped weights were trained; "
-        "1 = the paper's single-coil setting)",
-    )
-    parser.add_argument(
-        "--quality-from",
-        type=Path,
-        help="quality section: quote this evaluation.md of `passnet evaluate` (with its own "
-        "command and machine) instead of computing a smaller table",
-    )
-    parser.add_argument(
-        "--chain-files",
-        type=int,
-        default=4,
-        help="chain section: simulated files per phantom (cardiac, ellipses), >= 1 (default 4)",
-    )
-    parser.add_argument(
-        "--chain-accel",
-        type=float,
-        nargs="+",
-        default=[6.0, 8.0],
-        help="chain section: accelerations of the files' per-frame lines, each >= 1; one "
-        "table per value (default 6 8)",
-    )
-    parser.add_argument(
-        "--weights", type=Path, help="PASSNet weights for the quality and chain sections"
-    )
-    parser.add_argument("--weights-uniform", type=Path, help="uniform-SVT weights (quality)")
-    parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="Markdown file")
-    parser.add_argument(
-        "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}"
-    )
-
-
 def _check(args: argparse.Namespace) -> tuple[list[Size], list[str]]:
     """Validate everything before any heavy work."""
-    from benchmarks import latency
-
     sections = parse_sections(args.sections)
     if args.sizes:
         sizes = parse_sizes(args.sizes)
@@ -136,10 +79,6 @@ def _check(args: argparse.Namespace) -> tuple[list[Size], list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen sections and append them to ``args.out``; 2 on bad arguments."""
-    import torch
-
-    from benchmarks.report import append_section
-
     try:
         sizes, sections = _check(args)
     except ValueError as exc:
@@ -158,10 +97,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _latency(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str]:
-    import torch
-
-    from benchmarks import latency
-
     rows = [
         latency.measure_size(s, torch.device("cpu"), args.repeats, args.stages, not args.no_bart)
         for s in sizes
@@ -170,8 +105,6 @@ def _latency(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str
 
 
 def _gpu(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str]:
-    from benchmarks import gpu
-
     size = sizes[-1]
     result = gpu.gpu_benchmark(size, args.stages, max(args.repeats, 3))
     device = "cuda" if gpu.cuda_available() else "cpu"
@@ -179,8 +112,6 @@ def _gpu(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str]:
 
 
 def _streaming(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str]:
-    from benchmarks import streaming
-
     shape = streaming.QUICK_SLICE if args.quick else streaming.DEFAULT_SLICE
     result = streaming.measure_streaming(shape, args.streaming_stages)
     return (
@@ -197,12 +128,13 @@ def _quality(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str
         return title, f"Quoted from `{args.quality_from}`:\n\n" + _demote(quoted), "cpu"
     try:
         from training import evaluate
+        from training.evaluate_cli import DEFAULT_MASKS
     except ImportError as exc:  # training.evaluate is an optional part of the install
         return "Quality", f"skipped: training.evaluate unavailable ({exc})\n", "cpu"
     if args.quick:
         size, coils, masks = (4, 32, 32), 2, ["vds-8"]
     else:
-        size, coils, masks = (16, 128, 128), args.quality_coils, list(evaluate.DEFAULT_MASKS)
+        size, coils, masks = (16, 128, 128), args.quality_coils, list(DEFAULT_MASKS)
     methods = [m for m in QUALITY_METHODS if not (args.no_bart and m.startswith("bart"))]
     weights = {"passnet": args.weights, "passnet-uniform": args.weights_uniform}
     lambdas = {"bart-llr": dict.fromkeys(masks, 0.005)}  # untuned: run `passnet evaluate`
@@ -216,8 +148,6 @@ def _quality(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str
 
 
 def _chain(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str]:
-    from benchmarks import chain_quality
-
     shape = chain_quality.QUICK_SHAPE if args.quick else chain_quality.SHAPE
     n_files = 1 if args.quick else args.chain_files
     weights = None if args.weights is None else str(args.weights)
@@ -247,12 +177,3 @@ _SECTION_RUNNERS = {
     "quality": _quality,
     "chain": _chain,
 }
-
-
-# Registered in pyproject.toml ([project.entry-points."passnet.commands"]).
-COMMAND = Command(
-    "bench",
-    "benchmarks.run",
-    "latency/throughput/quality benchmarks -> BENCHMARKS.md",
-    "benchmarks.run:add_arguments",
-)

@@ -173,7 +173,8 @@ def serve_rate(raw_path: Path, weights: Path) -> tuple[float, float]:
     """
     import multiprocessing
 
-    from gadgets.server import PassnetServer, ServerSettings
+    from gadgets.server import PassnetServer
+    from gadgets.server_settings import ServerSettings
 
     settings = ServerSettings(host="127.0.0.1", port=0, weights=str(weights), device="cpu")
     context = multiprocessing.get_context("spawn")

@@ -16,8 +16,8 @@ Two header properties stop a file inside the real Gadgetron server, outside this
 The command drops ``<version>`` and, unless the measurement ID already has the Siemens form,
 adds a ``patientID`` and a Siemens-form ``measurementID`` where they are missing (derived from
 the header's content, so the same file always gets the same IDs); everything else,
-acquisitions included, is copied unchanged. ``passnet recon`` and
-``passnet serve`` do not need it: they read any version. Standard library at import time.
+acquisitions included, is copied unchanged. ``passnet recon`` and ``passnet serve`` do not
+need it: they read any version. Its options: :mod:`gadgets.gadgetron_header_cli`.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ import argparse
 import hashlib
 import logging
 import re
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from passnet_core.cli import Command
+import ismrmrd
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +159,6 @@ def rewrite_file(source: Path, out: Path, group: str = "dataset") -> list[str]:
     list of str
         The changes made.
     """
-    import shutil
-
-    import ismrmrd
-
     if source.resolve() == out.resolve():
         raise ValueError("--out must differ from the input (the input is never modified)")
     shutil.copyfile(source, out)
@@ -176,17 +173,6 @@ def rewrite_file(source: Path, out: Path, group: str = "dataset") -> list[str]:
     return changes
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``passnet gadgetron-header``."""
-    parser.add_argument("input", type=Path, help="ISMRMRD raw data file (.h5); never modified")
-    parser.add_argument(
-        "--out", type=Path, required=True, metavar="OUT.h5", help="the copy to write (required)"
-    )
-    parser.add_argument(
-        "--group", default="dataset", help="HDF5 group of the data set (default: dataset)"
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     """Write the copy and report each change; exit code 2 on a bad input."""
     try:
@@ -198,11 +184,3 @@ def run(args: argparse.Namespace) -> int:
         log.info("%s: %s", args.input, change)
     log.info("wrote %s (%s)", args.out, "header changed" if changes else "header already fine")
     return 0
-
-
-COMMAND = Command(
-    "gadgetron-header",
-    "gadgets.gadgetron_header",
-    "copy an ISMRMRD file with a header the real Gadgetron 4.7 server can use",
-    "gadgets.gadgetron_header:add_arguments",
-)

@@ -11,18 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from gadgets.chain_config import ChainParams
 from gadgets.slices import SliceData
-from passnet_core import methods
+from passnet_core import bart, methods
+from passnet_core.coilmaps import estimate_coil_maps
+from passnet_core.inference import cached_model, reconstruct
+from passnet_core.model import PASSNet
 from passnet_core.operators import EncodingOp, encoding, zero_filled
-
-if TYPE_CHECKING:
-    from passnet_core.model import PASSNet
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +53,6 @@ class ReconEngine:
     def model(self) -> PASSNet:
         """The loaded network; raises ``RuntimeError`` (logged once) if it cannot be loaded."""
         if self._model is None and self.load_error is None:
-            from passnet_core.inference import cached_model
-
             try:
                 self._model = cached_model(self.weights, self.device)
             except Exception as exc:  # missing file, bad format, bad device: all reported alike
@@ -91,8 +88,6 @@ class ReconEngine:
             if method.name == "zero_filled":
                 return images, "zero-filled SENSE"
             return images, f"{method.label} (classical)"
-        from passnet_core.inference import reconstruct
-
         try:
             images = reconstruct(k, torch.from_numpy(mask), maps, self.model(), self.device)
             return images[0].cpu().numpy(), "PASSNet"
@@ -111,8 +106,6 @@ def estimate_maps(slice_data: SliceData, method: str = "espirit") -> np.ndarray 
     """Coil maps ``(C, H, W)`` from the slice's calibration k-space; ``None`` for one coil."""
     if slice_data.kspace.shape[0] == 1:
         return None
-    from passnet_core.coilmaps import estimate_coil_maps
-
     # ESPIRiT needs kernel^2 fully sampled windows in the calibration block, i.e. at least
     # 2*kernel - 1 contiguous central lines: shrink the kernel for small ACS regions.
     calib = max(min(24, slice_data.calib_lines), 3)
@@ -141,8 +134,6 @@ def bart_maps(slice_data: SliceData) -> np.ndarray | None:
     RuntimeError
         ``bart`` is not installed (with how to get it) or failed.
     """
-    from passnet_core import bart
-
     if slice_data.kspace.shape[0] == 1:
         return None
     if not bart.available():  # before the fallback below could hide it

@@ -16,8 +16,8 @@ written (the good slices are written regardless); 2 nothing could be done: bad o
 output that would overwrite the input or is a folder (checked before any work), an unreadable
 input, or the output cannot be written. Those are one-line errors, never tracebacks.
 
-Only the standard library is imported at module level: ``passnet recon --help`` builds this
-parser without loading numpy or torch.
+The options and help live in :mod:`gadgets.recon_cli` (standard library only), so ``passnet
+recon --help`` loads nothing of this module.
 """
 
 from __future__ import annotations
@@ -30,99 +30,28 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import ismrmrd
+import numpy as np
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from gadgets.chain import run_chain
+from gadgets.chain_config import ChainParams, read_config_option
+from gadgets.exporters.dicom import SeriesInfo, write_dicom
+from gadgets.exporters.nifti import write_nifti
+from gadgets.exporters.png import write_png
+from gadgets.exporters.uids import input_digest
+from gadgets.scoring import TruthComparison, compare_with_truth, read_truth
 from passnet_core import methods
-from passnet_core.cli import Command, one_line
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from tqdm import tqdm
-
-    from gadgets.chain_config import ChainParams
-    from gadgets.scoring import TruthComparison
-    from passnet_core.ismrmrd_io import RawData
+from passnet_core.bart import NOT_INSTALLED
+from passnet_core.cli import one_line
+from passnet_core.ismrmrd_io import RawData, read_raw, write_images
+from passnet_core.weights import default_weights_path
 
 log = logging.getLogger(__name__)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``passnet recon`` (every option states its default and valid values)."""
-    parser.add_argument("input", type=Path, help="ISMRMRD raw data file (.h5) to reconstruct")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        required=True,
-        metavar="OUT.h5",
-        help="output ISMRMRD image file, one image per frame in dataset/image_<series> "
-        "(required; must not be the input or a folder)",
-    )
-    parser.add_argument(
-        "--method",
-        choices=tuple(m.cli for m in _chain_methods()),
-        help=", ".join(f"{m.cli} ({m.description})" for m in _chain_methods())
-        + ", for a side-by-side comparison on the same file "
-        "(default: passnet, or the method set in --config)",
-    )
-    parser.add_argument(
-        "--weights",
-        metavar="FILE",
-        help="PASSNet weights file, used by --method passnet "
-        "(default: the shipped passnet_core/weights/default.safetensors)",
-    )
-    parser.add_argument(
-        "--device",
-        metavar="DEVICE",
-        help="auto, cpu, cuda or cuda:N (default: auto = the first CUDA GPU when there is "
-        "one, else the CPU; or the device set in --config)",
-    )
-    parser.add_argument(
-        "--frame-dimension",
-        choices=("auto", "phase", "repetition"),
-        help="acquisition counter holding the frames: phase (cardiac phases of a gated "
-        "cine), repetition (real-time cine) or auto (from the header's encoding limits) "
-        "(default: auto, or the value set in --config)",
-    )
-    parser.add_argument(
-        "--config",
-        metavar="XML",
-        help="chain configuration: XML text, an XML file or a shipped chain name in "
-        "gadgetron_configs (e.g. passnet_raw); the options above override it "
-        "(default: none, the chain's defaults)",
-    )
-    parser.add_argument(
-        "--png",
-        type=Path,
-        metavar="FILE.png",
-        help="also write an overview PNG: every frame, x-t and y-t profiles, colour bar and "
-        "mm scale; truth and |error| panels when the input carries /passnet_truth "
-        "(default: not written)",
-    )
-    parser.add_argument(
-        "--dicom",
-        type=Path,
-        metavar="FOLDER",
-        help="also write a DICOM MR series, one file per image, into this folder (created "
-        "if needed; needs the [io] extra) (default: not written)",
-    )
-    parser.add_argument(
-        "--nifti",
-        type=Path,
-        metavar="FILE.nii[.gz]",
-        help="also write the magnitudes as NIfTI-1 (x, y, slice, frame) with the scanner "
-        "geometry and frame interval (needs the [io] extra) (default: not written)",
-    )
-    parser.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="no progress bar (default: on a terminal, a bar counting reconstructed slices)",
-    )
-
-
-def _chain_methods() -> list[methods.Method]:
-    return [methods.get(name) for name in methods.CHAIN_METHODS]
 
 
 def params_from_args(args: argparse.Namespace) -> ChainParams:
@@ -132,8 +61,6 @@ def params_from_args(args: argparse.Namespace) -> ChainParams:
     interpreted exactly as ``passnet serve`` interprets it, a step ``<configuration>`` as the
     gadget reads it (:meth:`gadgets.chain_config.ChainParams.from_config`).
     """
-    from gadgets.chain_config import ChainParams, read_config_option
-
     params = ChainParams.from_config(read_config_option(args.config))
     return params.override(
         weights=args.weights, device=args.device, frame_dimension=args.frame_dimension
@@ -184,8 +111,6 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _write_atomically(path: Path, images: list, header_xml: str) -> None:
     """Write next to ``path``, then rename: a failed write never leaves half a file."""
-    from passnet_core.ismrmrd_io import write_images
-
     partial = path.with_name(f".{path.name}.partial")
     partial.unlink(missing_ok=True)
     try:
@@ -197,9 +122,6 @@ def _write_atomically(path: Path, images: list, header_xml: str) -> None:
 
 def count_slices(raw: RawData) -> int:
     """Slices the chain will reconstruct: distinct ``idx.slice`` of the non-noise lines."""
-    import ismrmrd
-    import numpy as np
-
     noise = np.uint64(1 << (ismrmrd.ACQ_IS_NOISE_MEASUREMENT - 1))
     imaging = (raw.heads["flags"] & noise) == 0
     return int(np.unique(raw.heads["idx"]["slice"][imaging]).size)
@@ -209,9 +131,6 @@ def _progress(
     total: int, label: str, disabled: bool
 ) -> tuple[tqdm, contextlib.AbstractContextManager[object]]:
     """A bar over reconstructed slices; log lines are printed above it, not through it."""
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     bar = tqdm(total=total, unit="slice", desc=f"recon {label}", disable=disabled or None)
     redirect = contextlib.nullcontext() if bar.disable else logging_redirect_tqdm()
     return bar, redirect
@@ -233,16 +152,10 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, "method", None) is not None:
             params = dataclasses.replace(params, method=methods.get(args.method).name)
         if params.method == "bart_llr" and shutil.which("bart") is None:
-            from passnet_core.bart import NOT_INSTALLED
-
             raise ValueError(f"--method bart-llr: {NOT_INSTALLED}")
     except (ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2
-    from gadgets.chain import run_chain
-    from gadgets.scoring import compare_with_truth, read_truth
-    from passnet_core.ismrmrd_io import read_raw
-
     t0 = time.perf_counter()
     try:
         raw = read_raw(args.input)
@@ -313,8 +226,6 @@ def reconstruction_key(params: ChainParams) -> str:
 
 def _weights_digest(weights: str | None) -> str:
     if weights is None:
-        from passnet_core.weights import default_weights_path
-
         weights = str(default_weights_path())
     try:
         return hashlib.sha256(Path(weights).read_bytes()).hexdigest()
@@ -334,11 +245,6 @@ def _write_extras(
     A missing optional library (the ``[io]`` extra) skips that output with an error line but
     is not a failure of the reconstruction.
     """
-    from gadgets.exporters.dicom import SeriesInfo, write_dicom
-    from gadgets.exporters.nifti import write_nifti
-    from gadgets.exporters.png import write_png
-    from gadgets.exporters.uids import input_digest
-
     label = methods.label(params.method)
     ok = True
 
@@ -390,12 +296,3 @@ def _write_extras(
     if args.dicom:
         attempt("DICOM series", dicom)
     return ok
-
-
-# Registered in pyproject.toml ([project.entry-points."passnet.commands"]).
-COMMAND = Command(
-    "recon",
-    "gadgets.replay",
-    "reconstruct an ISMRMRD raw file offline (no server)",
-    "gadgets.replay:add_arguments",
-)

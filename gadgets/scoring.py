@@ -5,8 +5,6 @@
 in the chain's intensity convention (:func:`read_truth`). :func:`compare_with_truth` scores
 reconstructed images against it by :data:`METRICS_CONVENTION`; ``passnet recon`` and the
 benchmarks score with it, so their numbers agree.
-
-Only the standard library is imported at module level.
 """
 
 from __future__ import annotations
@@ -15,12 +13,14 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import h5py
+import numpy as np
+
+from gadgets.exporters.stacks import slice_stacks
+from gadgets.kspace_prep import prewhitening_matrix
+from passnet_core import metrics
 from passnet_core.cli import one_line
-
-if TYPE_CHECKING:
-    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,6 @@ def read_truth(path: str | Path) -> np.ndarray | None:
     way, so the score measures the reconstruction rather than that gain; otherwise it is
     returned as stored. ``None`` when the file has no truth.
     """
-    import h5py
-    import numpy as np
-
-    from gadgets.kspace_prep import prewhitening_matrix
-
     try:
         with h5py.File(path, "r") as f:
             if TRUTH_DATASET not in f:
@@ -111,11 +106,6 @@ def compare_with_truth(images: list, truth: np.ndarray) -> TruthComparison | Non
     TruthComparison or None
         ``None`` (logged) when the truth does not match the images' slices and shapes.
     """
-    import numpy as np
-
-    from gadgets.exporters.stacks import slice_stacks
-    from passnet_core import metrics
-
     result = TruthComparison([], [], [], np.empty(0))
     truth_units = []
     for stack in slice_stacks(images):

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING
 import ismrmrd
 
 from gadgets import protocol
+from gadgets.chain import ChainReport, run_chain
 from gadgets.chain_config import (
-    UnsupportedChainError,
     interpret_chain,
     load_named_chain,
     parse_xml,
@@ -49,24 +49,13 @@ from gadgets.dependency import (
     noise_query_target,
     query_answer,
 )
-from gadgets.server_settings import ServerSettings, add_arguments, settings_from_args
+from gadgets.server_settings import ServerSettings, settings_from_args
+from passnet_core.inference import cached_model
 from passnet_core.ismrmrd_io import parse_header
 
 if TYPE_CHECKING:
     import types
 
-    from gadgets.chain import ChainReport
-
-__all__ = [
-    "PassnetServer",
-    "ServerSettings",
-    "UnsupportedChainError",
-    "add_arguments",
-    "interpret_chain",
-    "load_named_chain",
-    "serve_client",
-    "settings_from_args",
-]
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +148,6 @@ def serve_client(
     gadgets.chain.ChainReport or None
         The chain's report, or ``None`` when the session failed before the chain ran.
     """
-    from gadgets.chain import run_chain
-
     stream = protocol.SocketStream(
         sock,
         timeout=settings.timeout,
@@ -269,8 +256,6 @@ def check_weights(settings: ServerSettings) -> str | None:
     Never opens anything but ``settings.weights`` (or the shipped weights). The loaded
     model stays in the inference cache, so the first client does not pay for loading.
     """
-    from passnet_core.inference import cached_model
-
     name = settings.weights or "the shipped weights"
     try:
         cached_model(settings.weights, settings.device or "auto")

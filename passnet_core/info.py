@@ -1,31 +1,19 @@
-"""``passnet info``: what this installation would use."""
+"""``passnet info``: what this installation would use (options: :mod:`passnet_core.info_cli`)."""
 
 from __future__ import annotations
 
 import argparse
 import platform
 
-from passnet_core.cli import Command
+import numpy as np
+import torch
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``passnet info``."""
-    parser.add_argument(
-        "--weights",
-        default=None,
-        help="safetensors weights file to describe (default: the shipped "
-        "passnet_core/weights/default.safetensors)",
-    )
+from passnet_core import __version__
+from passnet_core.weights import WeightsError, default_weights_path, load_weights, read_metadata
 
 
 def run(args: argparse.Namespace) -> int:
     """Print versions, device and the weights' config; 1 if the weights cannot be loaded."""
-    import numpy as np
-    import torch
-
-    from passnet_core import __version__
-    from passnet_core.weights import WeightsError, default_weights_path, load_weights, read_metadata
-
     path = args.weights or default_weights_path()
     print(f"passnet_core {__version__}, torch {torch.__version__}, numpy {np.__version__}")
     print(f"python {platform.python_version()} on {platform.machine()}")
@@ -44,12 +32,3 @@ def run(args: argparse.Namespace) -> int:
         if key in training:
             print(f"training {key}: {training[key]}")
     return 0
-
-
-# Registered in pyproject.toml ([project.entry-points."passnet.commands"]).
-COMMAND = Command(
-    "info",
-    "passnet_core.info",
-    "show weights, device and library versions",
-    "passnet_core.info:add_arguments",
-)

@@ -35,7 +35,8 @@ import hashlib
 import numpy as np
 import torch
 
-MASK_KINDS = ("radial", "vds", "vds_lines", "equispaced")
+from passnet_core.methods import MASK_KINDS
+
 VDS_POWER = 9  # exponent of the (1 - r) density profile
 VDS_LINE_POWER = 2  # exponent of the (1 - |ky|) line density of ``vds_lines``
 VDS_LINE_FLOOR = 0.1  # keeps outer lines visited over the frames

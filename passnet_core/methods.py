@@ -1,5 +1,8 @@
 """The one registry of reconstruction methods: names, spellings, labels, series, factories.
 
+It also holds the other names option parsers list (coil-map estimators, mask kinds), so
+``--help`` never needs a copy of a table that lives in a torch module.
+
 Every table of methods in the project reads this module: the chain's ``method`` option,
 ``passnet recon --method``, ``passnet evaluate --methods``, the benchmarks, image comments and
 DICOM series. It imports only the standard library, so option parsers (``passnet COMMAND
@@ -151,6 +154,9 @@ CHAIN_METHODS = tuple(m.name for m in REGISTRY if m.chain)
 EVALUATE_METHODS = tuple(m.cli for m in REGISTRY if m.evaluate)
 #: coil-map estimators of ``passnet_core.coilmaps`` and the chain's ``coil_map_method``
 COIL_MAP_METHODS = ("espirit", "walsh")
+#: sampling-mask kinds of ``passnet_core.masks`` (``KIND-ACCEL`` names), here so that option
+#: parsers list them without loading torch
+MASK_KINDS = ("radial", "vds", "vds_lines", "equispaced")
 
 
 def get(name: str) -> Method:

@@ -12,8 +12,10 @@ from gadgets import chain as chain_module
 from gadgets import gadgetron_adapter, passnet_gadget
 from gadgets.chain_config import ChainParams, UnsupportedChainError, properties
 from gadgets.client import client_session
-from gadgets.replay import add_arguments, params_from_args
-from gadgets.server import PassnetServer, ServerSettings
+from gadgets.recon_cli import add_arguments
+from gadgets.replay import params_from_args
+from gadgets.server import PassnetServer
+from gadgets.server_settings import ServerSettings
 
 CUSTOM = """<configuration><version>2</version><stream>
   <gadget><dll>gadgetron_mricore</dll><classname>NoiseAdjustGadget</classname></gadget>
@@ -71,7 +73,7 @@ def via_server(xml: str, cine_stream, monkeypatch) -> ChainParams:
         seen.append(params)
         return chain_module.ChainReport()
 
-    monkeypatch.setattr(chain_module, "run_chain", fake_run_chain)
+    monkeypatch.setattr("gadgets.server.run_chain", fake_run_chain)
     with PassnetServer(ServerSettings(port=0, allow_fallback=True, timeout=5.0)) as server:
         client_session(server.address, cine_stream.header_xml, [], config_script=xml)
     assert len(seen) == 1

@@ -8,6 +8,7 @@ loaded machine.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from passnet_core.cli import DefaultsHelpFormatter, command_parser, main, subcommands
-from training import cli_args
+from passnet_core.methods import MASK_KINDS
+from training import simulate_cli, train_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "numpy", "h5py", "ismrmrd")
@@ -98,20 +100,23 @@ def test_defaults_formatter_appends_only_missing_defaults():
 
 
 def test_light_copies_equal_their_sources():
-    from passnet_core.masks import MASK_KINDS
-    from training import eval_cases, evaluate, simulate, train
+    # what the light option modules define once and the work modules import needs no check;
+    # these two are copies because their sources load torch
     from training.config import TrainConfig
 
-    assert cli_args.FAMILIES == eval_cases.FAMILIES
-    assert cli_args.MASK_KINDS == MASK_KINDS
-    assert cli_args.EVAL_DEFAULT_MASKS == evaluate.DEFAULT_MASKS
-    assert cli_args.DEFAULT_NOISE == eval_cases.SIMULATE_NOISE
-    assert set(cli_args.CONFIG_SECTIONS) == {f.name for f in fields(TrainConfig)}
-    assert set(cli_args.LINE_MASK_KINDS) <= set(MASK_KINDS)
-    # the work modules keep add_arguments, as the other subcommands do
-    assert simulate.add_arguments is cli_args.simulate_arguments
-    assert train.add_arguments is cli_args.train_arguments
-    assert evaluate.add_arguments is cli_args.evaluate_arguments
+    assert set(train_cli.CONFIG_SECTIONS) == {f.name for f in fields(TrainConfig)}
+    assert set(simulate_cli.LINE_MASK_KINDS) <= set(MASK_KINDS)
+
+
+def test_every_command_has_a_light_options_module_and_an_ordinary_work_module():
+    # one *_cli module per command (options, help, Command) and no add_arguments in the work
+    # module: the work module imports what it needs at the top, like any module
+    for command in subcommands():
+        options_module = command.arguments.partition(":")[0]
+        assert options_module.endswith("_cli"), command
+        work = importlib.import_module(command.module)
+        assert not hasattr(work, "add_arguments"), command.module
+        assert callable(work.run)
 
 
 def test_parse_errors_exit_2_before_the_work_module_runs(capsys):

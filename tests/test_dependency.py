@@ -16,7 +16,8 @@ from gadgets.assembly import AcquisitionBuffer
 from gadgets.chain_config import parse_xml
 from gadgets.client import client_session
 from gadgets.dependency import NoiseRecord, NoiseStore, noise_query_target, query_answer
-from gadgets.server import PassnetServer, ServerSettings
+from gadgets.server import PassnetServer
+from gadgets.server_settings import ServerSettings
 
 # The chain gadgetron_ismrmrd_client sends to ask for noise statistics (its
 # get_noise_statistics(): legacy format, Gadgetron's namespace, NoiseSummaryGadget).

@@ -29,7 +29,8 @@ from ismrmrd import ACQ_IS_NOISE_MEASUREMENT
 from gadgets import protocol
 from gadgets.assembly import AcquisitionBuffer, flag_set
 from gadgets.client import client_session
-from gadgets.server import PassnetServer, ServerSettings
+from gadgets.server import PassnetServer
+from gadgets.server_settings import ServerSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -417,7 +418,7 @@ def test_noise_scans_are_folded_not_stored(cine_stream):
 def _serve_args(*extra: str):
     import argparse
 
-    from gadgets.server import add_arguments
+    from gadgets.serve_cli import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

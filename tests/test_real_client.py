@@ -12,7 +12,8 @@ import ismrmrd
 import pytest
 from real_gadgetron import replay as replay_file
 
-from gadgets.server import PassnetServer, ServerSettings
+from gadgets.server import PassnetServer
+from gadgets.server_settings import ServerSettings
 
 
 @pytest.fixture

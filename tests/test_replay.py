@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import acquisitions, header_xml, known_cine
 
-from gadgets.replay import add_arguments
+from gadgets.recon_cli import add_arguments
 from passnet_core import methods
 from passnet_core.cli import main
 from passnet_core.fft import fft2c
@@ -157,7 +157,7 @@ def test_siemens_scanner_file_end_to_end(tmp_path, weights_file, siemens_file):
 def test_config_names_files_and_overrides(tmp_path):
     import argparse
 
-    from gadgets.replay import add_arguments, params_from_args
+    from gadgets.replay import params_from_args
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -335,9 +335,9 @@ def test_help_documents_every_option_with_default_and_values(capsys):
         assert values in text, values
 
 
-def test_importing_replay_loads_only_the_standard_library():
+def test_importing_the_recon_options_loads_only_the_standard_library():
     code = (
-        "import sys, gadgets.replay\n"
+        "import sys, gadgets.recon_cli\n"
         "heavy = {'numpy', 'torch', 'h5py', 'ismrmrd', 'tqdm', 'pydicom', 'nibabel', "
         "'matplotlib', 'gadgets.chain', 'passnet_core.metrics'}\n"
         "print(sorted(heavy & set(sys.modules)))"

@@ -15,15 +15,11 @@ import pytest
 from gadgetron_configs import config_path
 from gadgets import protocol
 from gadgets.chain import ChainParams, run_chain
+from gadgets.chain_config import UnsupportedChainError, interpret_chain, load_named_chain
 from gadgets.client import ClientResult, client_session
-from gadgets.server import (
-    PassnetServer,
-    ServerSettings,
-    UnsupportedChainError,
-    add_arguments,
-    interpret_chain,
-    load_named_chain,
-)
+from gadgets.serve_cli import add_arguments
+from gadgets.server import PassnetServer
+from gadgets.server_settings import ServerSettings
 
 
 @pytest.fixture

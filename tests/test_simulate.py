@@ -13,7 +13,7 @@ import torch
 
 from gadgets.scoring import TRUTH_GROUP
 from passnet_core.fft import ifft2c
-from training import simulate
+from training import simulate, simulate_cli
 from training.simulate import simulate_cine
 
 SMALL = {"n_coils": 4, "frames": 6, "matrix": (40, 48)}
@@ -219,7 +219,7 @@ def test_bad_arguments_raise(tmp_path, kwargs, message):
 
 def test_cli_runs_and_prints_summary(tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    simulate.add_arguments(parser)
+    simulate_cli.add_arguments(parser)
     out = tmp_path / "cli.h5"
     args = parser.parse_args(
         ["--out", str(out), "--coils", "2", "--frames", "4", "--matrix", "32", "24"]
@@ -249,7 +249,7 @@ def test_retired_mask_name_vds_is_refused_with_what_to_use(tmp_path, caplog):
         simulate_cine(tmp_path / "old.h5", seed=2, mask="vds", n_coils=2, frames=4, matrix=32)
     assert not (tmp_path / "old.h5").exists()
     parser = argparse.ArgumentParser()
-    simulate.add_arguments(parser)
+    simulate_cli.add_arguments(parser)
     args = parser.parse_args(["--out", str(tmp_path / "cli.h5"), "--mask", "vds", "--frames", "4"])
     args.coils, args.matrix = 2, [32]
     assert simulate.run(args) == 2
@@ -259,7 +259,7 @@ def test_retired_mask_name_vds_is_refused_with_what_to_use(tmp_path, caplog):
 
 def test_cli_reports_bad_values_without_a_traceback(tmp_path, caplog):
     parser = argparse.ArgumentParser()
-    simulate.add_arguments(parser)
+    simulate_cli.add_arguments(parser)
     args = parser.parse_args(["--out", str(tmp_path / "x.h5"), "--accel", "0.5"])
     assert simulate.run(args) == 2
     assert "accel" in caplog.text and not (tmp_path / "x.h5").exists()

@@ -15,7 +15,8 @@ import torch
 from helpers import rss_mb
 
 from gadgets.client import client_session
-from gadgets.server import PassnetServer, ServerSettings
+from gadgets.server import PassnetServer
+from gadgets.server_settings import ServerSettings
 
 SEQUENTIAL = 200
 CONCURRENT = 8

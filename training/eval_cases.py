@@ -23,10 +23,10 @@ import torch
 from passnet_core.masks import make_mask, parse_mask_name, seed_from_name
 from training.acquisition import Cine, Sample, acquire
 from training.data import SyntheticCines
+from training.evaluate_cli import FAMILIES
 from training.heldout_phantom import HELDOUT_FRAMES, HELDOUT_MATRIX, heldout_cine
 from training.simulate import DEFAULT_NOISE
 
-FAMILIES = ("synthetic", "heldout")
 TEST_SEEDS = {"synthetic": 7_000_001, "heldout": 8_000_001}  # training uses 0.. and 1_000_000..
 VALIDATION_SEEDS = {"synthetic": 7_500_001, "heldout": 8_500_001}  # baseline tuning only
 HELDOUT_COILS = 12

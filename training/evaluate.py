@@ -41,9 +41,7 @@ from passnet_core.weights import (
     stored_config,
 )
 from training.acquisition import Sample
-from training.cli_args import evaluate_arguments
 from training.eval_cases import (
-    FAMILIES,
     TEST_SEEDS,
     case_data,
     make_cases,
@@ -54,6 +52,7 @@ from training.eval_report import (
     scores_table,
     strongest_baseline,
 )
+from training.evaluate_cli import FAMILIES
 from training.figures import comparison_figure
 from training.provenance import provenance
 from training.tuning import (
@@ -67,7 +66,6 @@ from training.tuning import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MASKS = ("vds_lines-8", "radial-8", "vds-8")
 CLASSICAL = tuple(n for n in registry.EVALUATE_METHODS if registry.get(n).kind != "network")
 REUSE_TOLERANCE_DB = 0.01  # a reused method must reproduce its stored first-case PSNR this well
 
@@ -376,10 +374,6 @@ def _parse_size(text: str | None) -> tuple[int, int, int] | None:
     if t < 2 or h < 16 or w < 16:
         raise ValueError(f"--size: need T >= 2 and H, W >= 16, got {text!r}")
     return t, h, w
-
-
-# The options live in the import-light training.cli_args (fast --help).
-add_arguments = evaluate_arguments
 
 
 def run(args: argparse.Namespace) -> int:

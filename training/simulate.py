@@ -51,7 +51,14 @@ from training.acquisition import (
     random_coil_covariance,
     record_cartesian,
 )
-from training.cli_args import (  # the defaults passnet simulate --help documents
+from training.phantom import (
+    PhantomParams,
+    body_support,
+    cine_phantom,
+    coil_sensitivities,
+    draw_params,
+)
+from training.simulate_cli import (  # the defaults passnet simulate --help documents
     DEFAULT_ACCEL,
     DEFAULT_COILS,
     DEFAULT_FRAMES,
@@ -60,14 +67,6 @@ from training.cli_args import (  # the defaults passnet simulate --help document
     LINE_MASK_KINDS,
     PHANTOMS,
     RETIRED_MASK_NAMES,
-    simulate_arguments,
-)
-from training.phantom import (
-    PhantomParams,
-    body_support,
-    cine_phantom,
-    coil_sensitivities,
-    draw_params,
 )
 
 log = logging.getLogger(__name__)
@@ -541,10 +540,6 @@ def simulate_cine(
         "seconds": time.perf_counter() - start,
         "file_bytes": out_path.stat().st_size,
     }
-
-
-# The options live in the import-light training.cli_args (fast --help); the usual name here.
-add_arguments = simulate_arguments
 
 
 def run(args: argparse.Namespace) -> int:

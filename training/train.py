@@ -42,10 +42,10 @@ from passnet_core.inference import resolve_device
 from passnet_core.model import PASSNet
 from passnet_core.operators import EncodingOp, zero_filled
 from passnet_core.weights import load_weights, save_weights
+from training import loaders
 from training.acquisition import Sample
-from training.cli_args import train_arguments
 from training.config import TrainConfig, load_config
-from training.data import collate_cine
+from training.data import ChainCropDataset, CineCropDataset, SyntheticCines, collate_cine
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,6 @@ def _sources(cfg: TrainConfig) -> tuple[Sequence[Any], Sequence[Any]]:
     """Training and validation volumes (:class:`training.acquisition.Cine` sequences)."""
     d = cfg.data
     if d.source == "synthetic":
-        from training.data import SyntheticCines
 
         def make(n: int, seed: int) -> SyntheticCines:
             return SyntheticCines(
@@ -158,8 +157,6 @@ def _sources(cfg: TrainConfig) -> tuple[Sequence[Any], Sequence[Any]]:
 
         # validation volumes come from a disjoint seed stream
         return make(d.n_train, d.seed), make(d.n_val, d.seed + 1_000_000)
-    from training import loaders
-
     assert d.path is not None  # training.config requires data.path for file sources
     volumes = loaders.scan_folder(d.path, kind=d.source).samples
     if len(volumes) < 2:
@@ -170,8 +167,6 @@ def _sources(cfg: TrainConfig) -> tuple[Sequence[Any], Sequence[Any]]:
 
 def make_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     """Training crops (fresh masks each step) and one fixed-mask validation crop per volume."""
-    from training.data import ChainCropDataset, CineCropDataset
-
     d = cfg.data
     train_source, val_source = _sources(cfg)
     crops = functools.partial(  # what training and validation crops share
@@ -544,10 +539,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 # --------------------------------------------------------------------------- CLI
 
 
-# The options live in the import-light training.cli_args (fast --help).
-add_arguments = train_arguments
-
-
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``passnet train``."""
     overrides = list(args.set)
@@ -581,6 +572,5 @@ __all__ = [
     "make_datasets",
     "validate",
     "load_checkpoint",
-    "add_arguments",
     "run",
 ]
