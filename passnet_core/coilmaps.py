@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from passnet_core.fft import fft2c, ifft2c
 from passnet_core.methods import COIL_MAP_METHODS
 
+MAP_PHASES = ("lowres", "coil")  # estimate_coil_maps(phase=...): see _lowres_phase
 WALSH_SUPPORT = 0.05  # fraction of the max low-res RSS that counts as object for "walsh"
 
 
@@ -189,28 +190,18 @@ def _pixel_operator(kernels: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return g
 
 
-def _top_eigenpair(
-    g: torch.Tensor, squarings: int = 5, polish: int = 3
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _top_eigenpair(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Largest eigenvalue and its unit eigenvector of Hermitian PSD ``(..., C, C)`` matrices.
 
-    Power iteration accelerated by repeated squaring (``G^(2^squarings)``, trace-normalised
-    to stay finite), started from the strongest column, then ``polish`` plain steps. Batched
-    small matmuls are several times faster than a batched ``eigh`` for ``C x C`` blocks and
-    give the same vector wherever the top eigenvalue is separated from the rest.
+    An exact Hermitian eigensolver: at the bright edge of the object the top two ESPIRiT
+    eigenvalues can lie within 2 % of each other (0.998 against 0.984), where a power iteration
+    of a few squarings mixes their vectors; the mixed maps cost LLR 2-4 dB on some cardiac
+    files through the chain. Batched ``eigh`` of the ``C x C`` blocks took the same time
+    (0.07 s at 128 x 128, 8 coils, one thread) as the power iteration it replaces.
     """
-    g = g.contiguous()  # batched matmul is much slower on strided batches
-    p = g
-    for _ in range(squarings):
-        p = p @ p
-        p = p / p.diagonal(dim1=-2, dim2=-1).real.sum(-1).clamp(min=1e-30)[..., None, None]
-    best = p.abs().square().sum(-2).argmax(-1)  # column with the largest norm
-    v = torch.take_along_dim(p, best[..., None, None], dim=-1)  # (..., C, 1)
-    for _ in range(polish):
-        v = g @ (v / torch.linalg.vector_norm(v, dim=-2, keepdim=True).clamp(min=1e-30))
-    v = v / torch.linalg.vector_norm(v, dim=-2, keepdim=True).clamp(min=1e-30)
-    value = (v.mH @ g @ v).real[..., 0, 0]
-    return value, v[..., 0]
+    with _single_thread():  # see there: threaded eigh degrades on shared cores
+        values, vectors = torch.linalg.eigh(g.contiguous())
+    return values[..., -1], vectors[..., -1]
 
 
 def _phase_reference(maps: torch.Tensor) -> torch.Tensor:
@@ -218,6 +209,34 @@ def _phase_reference(maps: torch.Tensor) -> torch.Tensor:
     ref = int((maps.abs() ** 2).sum(dim=(1, 2)).argmax())
     phase = maps[ref] / maps[ref].abs().clamp(min=1e-12)
     return maps * phase.conj()
+
+
+def _lowres_phase(maps: torch.Tensor, k: torch.Tensor, calib: int) -> torch.Tensor:
+    """Rotate the maps per pixel so that the low-resolution coil combination is real.
+
+    Maps are defined only up to a per-pixel phase, which passes unchanged into the combined
+    images. With the strongest coil as reference the images carry that coil's B1 phase, which
+    varies across the field of view; learned reconstructions (PASSNet's convolutions act on
+    real and imaginary parts) were trained with exact maps, on images whose phase is the
+    object's own, smooth one. Taking the
+    smooth phase of the Hann-windowed central ``calib x calib`` k-space into the maps leaves
+    the images only the object's fine phase. Magnitudes, and every phase-blind method (L+S, LLR,
+    zero-filled magnitudes, BART LLR), are unchanged.
+    """
+    block = _centre_block(k, calib)
+    (ch, cw), (h, w) = block.shape[-2:], k.shape[-2:]
+    taper = torch.outer(
+        torch.hann_window(ch + 2, periodic=False)[1:-1],
+        torch.hann_window(cw + 2, periodic=False)[1:-1],
+    ).to(k.real.dtype)
+    low = torch.zeros_like(k)
+    y0, x0 = h // 2 - ch // 2, w // 2 - cw // 2
+    low[:, y0 : y0 + ch, x0 : x0 + cw] = block * taper
+    combined = (maps.conj() * ifft2c(low)).sum(0)
+    phase = torch.where(
+        combined.abs() > 0, combined / combined.abs().clamp(min=1e-30), torch.ones_like(combined)
+    )
+    return maps * phase
 
 
 def _espirit(
@@ -261,6 +280,7 @@ def estimate_coil_maps(
     method: str = "espirit",
     crop: float = 0.95,
     threshold: float = 0.02,
+    phase: str = "lowres",
 ) -> torch.Tensor:
     """Estimate coil sensitivities from time-averaged, centred multi-coil k-space.
 
@@ -279,16 +299,25 @@ def estimate_coil_maps(
         ESPIRiT: zero the maps where the top eigenvalue is below this (outside the object).
     threshold
         ESPIRiT: keep calibration singular vectors with ``sigma > threshold * sigma_max``.
+    phase
+        The per-pixel phase the maps are fixed to (:data:`MAP_PHASES`): ``"lowres"`` makes the
+        low-resolution coil combination real, so images keep only the object's own phase (what
+        the network was trained on); ``"coil"`` makes the strongest coil's map real.
 
     Returns
     -------
     torch.Tensor
         complex64 ``(C, H, W)`` on the CPU, ``sum_c |S_c|^2 = 1`` on the support, 0 outside.
     """
+    if phase not in MAP_PHASES:
+        raise ValueError(f"unknown map phase {phase!r}; expected one of {MAP_PHASES}")
     k = _validate(kspace_avg, calib, kernel, method, crop, threshold).cpu()
     with torch.no_grad():
         if method == "espirit":
             maps = _espirit(k, calib, kernel, crop, threshold)
         else:
             maps = _walsh(k, calib, kernel)
-        return _phase_reference(maps).to(torch.complex64)
+        maps = _phase_reference(maps)
+        if phase == "lowres":
+            maps = _lowres_phase(maps, k, calib)
+        return maps.to(torch.complex64)

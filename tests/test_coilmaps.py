@@ -68,12 +68,55 @@ def test_espirit_crops_the_background():
     assert bool((estimate_coil_maps(_kspace(obj, true, 0.005), crop=0.0).abs().sum(0) > 0).all())
 
 
-def test_phase_is_referenced_to_the_strongest_coil():
+def test_coil_phase_references_the_strongest_coil():
     obj, support, true = _scene()
-    est = estimate_coil_maps(_kspace(obj, true)).numpy()
+    est = estimate_coil_maps(_kspace(obj, true), phase="coil").numpy()
     ref = int((np.abs(est) ** 2).sum(axis=(1, 2)).argmax())
     inside = np.abs(est[ref]) > 1e-3
     assert np.abs(np.angle(est[ref][inside])).max() < 1e-4
+
+
+def _phase_gradient(image: np.ndarray, where: np.ndarray) -> float:
+    """Mean |phase difference| between horizontal neighbours inside ``where`` (rad/pixel)."""
+    step = np.abs(np.angle(image[:, 1:] * image[:, :-1].conj()))
+    return float(step[where[:, 1:] & where[:, :-1]].mean())
+
+
+def test_lowres_phase_gives_images_the_objects_own_phase_and_keeps_magnitudes():
+    # sensitivities whose phase sweeps over several radians across the field of view (as B1
+    # phase does), and a real object: the coil-referenced combination carries the sweep, the
+    # low-resolution reference leaves the object's own (zero) phase
+    obj, support, true = _scene()
+    h, w = obj.shape
+    yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    sensitivities = true * np.exp(2j * (xx + yy**2))[None]
+    k = _kspace(obj, sensitivities)
+    coil = estimate_coil_maps(k, phase="coil").numpy()
+    lowres = estimate_coil_maps(k).numpy()
+    np.testing.assert_allclose(np.abs(lowres), np.abs(coil), atol=1e-5)  # only the phase moves
+    coil_image = (coil.conj() * (sensitivities * obj)).sum(0)
+    lowres_image = (lowres.conj() * (sensitivities * obj)).sum(0)
+    inside = _erode(support, 3)
+    assert _phase_gradient(coil_image, inside) > 0.03  # the sweep: about 2 / 36 rad per pixel
+    assert _phase_gradient(lowres_image, inside) < 0.2 * _phase_gradient(coil_image, inside)
+    assert np.abs(np.angle(lowres_image[inside])).max() < 0.2
+    with pytest.raises(ValueError, match="map phase"):
+        estimate_coil_maps(k, phase="random")
+
+
+def test_top_eigenvector_is_exact_for_nearly_equal_eigenvalues():
+    # at the bright edge of an object the top two ESPIRiT eigenvalues can differ by ~1 %: the
+    # vector must still be the top one (a few power-iteration squarings mixed them)
+    from passnet_core.coilmaps import _top_eigenpair
+
+    g = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(8, 8, dtype=torch.complex128, generator=g))
+    values = torch.tensor([0.998, 0.984, 0.5, 0.2, 0.1, 0.05, 0.01, 0.0], dtype=torch.float64)
+    matrix = (q * values.to(q.dtype)) @ q.mH
+    top_value, top_vector = _top_eigenpair(matrix[None].to(torch.complex64))
+    assert float(top_value[0]) == pytest.approx(0.998, abs=1e-5)
+    overlap = torch.vdot(q[:, 0].to(torch.complex64), top_vector[0]).abs()
+    assert float(overlap) > 0.9999
 
 
 @pytest.mark.parametrize("kind", ["equispaced", "vds"])
