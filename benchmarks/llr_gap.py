@@ -42,6 +42,11 @@ FIRST_SEED = 9_100_001
 
 def ingest(path: Path) -> SliceData:
     """The chain's assembled slice (prewhitened, oversampling removed) of a one-slice file."""
+    return ingest_with_whitening(path)[0]
+
+
+def ingest_with_whitening(path: Path) -> tuple[SliceData, np.ndarray | None]:
+    """:func:`ingest` and the prewhitening matrix the chain estimated from the noise scan."""
     raw = read_raw(path)
     p = ChainParams()
     buf = AcquisitionBuffer(
@@ -52,7 +57,7 @@ def ingest(path: Path) -> SliceData:
         out += buf.add(acq)
     out += buf.flush()
     assert len(out) == 1 and isinstance(out[0], SliceData), out
-    return out[0]
+    return out[0], buf.whitening
 
 
 def ecalib_maps(sd: SliceData) -> np.ndarray:

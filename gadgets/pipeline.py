@@ -102,8 +102,13 @@ class ReconEngine:
             return zero_filled(op, k)[0].numpy(), "PASSNet fallback: zero-filled"
 
 
-def estimate_maps(slice_data: SliceData, method: str = "espirit") -> np.ndarray | None:
-    """Coil maps ``(C, H, W)`` from the slice's calibration k-space; ``None`` for one coil."""
+def estimate_maps(
+    slice_data: SliceData, method: str = "espirit", phase: str = "lowres"
+) -> np.ndarray | None:
+    """Coil maps ``(C, H, W)`` from the slice's calibration k-space; ``None`` for one coil.
+
+    ``phase``: the maps' phase convention (:func:`passnet_core.coilmaps.estimate_coil_maps`).
+    """
     if slice_data.kspace.shape[0] == 1:
         return None
     # ESPIRiT needs kernel^2 fully sampled windows in the calibration block, i.e. at least
@@ -112,13 +117,15 @@ def estimate_maps(slice_data: SliceData, method: str = "espirit") -> np.ndarray 
     kernel = max(min(6, (calib + 1) // 2), 2)
     calib = max(calib, kernel + 1)
     try:
-        maps = estimate_coil_maps(slice_data.calibration, calib=calib, kernel=kernel, method=method)
+        maps = estimate_coil_maps(
+            slice_data.calibration, calib=calib, kernel=kernel, method=method, phase=phase
+        )
     except ValueError as exc:
         if method == "walsh":
             raise
         log.warning("slice %d: ESPIRiT failed (%s); using Walsh maps", slice_data.slice_index, exc)
         maps = estimate_coil_maps(
-            slice_data.calibration, calib=calib, kernel=kernel, method="walsh"
+            slice_data.calibration, calib=calib, kernel=kernel, method="walsh", phase=phase
         )
     return maps.numpy()
 
