@@ -368,15 +368,20 @@ def test_a_worker_killed_mid_series_costs_only_its_slices(
     gadgetron, cluster, multislice_file, cine_file, tmp_path
 ):
     coordinator, (first, second) = cluster
-    client = subprocess.Popen(
-        [gadgetron.client, "-a", "127.0.0.1", "-p", str(coordinator.port)]
-        + ["-f", str(_copy(multislice_file, tmp_path)), "-c", "passnet_distributed.xml"]
-        + ["-o", str(tmp_path / "out.h5"), "-G", "passnet", "-t", "3000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    _wait_for(second, "Started external Python module", 0)
+    for attempt in range(1, ATTEMPTS + 1):  # the client's connect race: retry, as above
+        since = len(second.log())
+        client = subprocess.Popen(
+            [gadgetron.client, "-a", "127.0.0.1", "-p", str(coordinator.port)]
+            + ["-f", str(_copy(multislice_file, tmp_path)), "-c", "passnet_distributed.xml"]
+            + ["-o", str(tmp_path / "out.h5"), "-G", "passnet", "-t", "3000"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        if _wait_for(second, "Started external Python module", since, gone=client):
+            break
+        client.communicate(timeout=30)
+        assert attempt < ATTEMPTS, "the client never reached the workers"
     second.kill()  # the worker of slice 1 and its Python step, mid-series
     output, _ = client.communicate(timeout=180)  # never hangs
     got, keys = read_images(tmp_path / "out.h5", "passnet")
