@@ -77,19 +77,19 @@ class ReconEngine:
                 np.ones((1, *kspace.shape[-2:]), np.complex64) if coil_maps is None else coil_maps
             )
             regulariser = (method.bart_regulariser or "").format(f"{self.bart_lambda:g}")
-            return pics(
-                kspace, mask, sens, regulariser
-            ), f"BART pics LLR (lambda {self.bart_lambda:g})"
+            images = pics(kspace, mask, sens, regulariser)
+            return images, f"BART pics LLR (lambda {self.bart_lambda:g})"
         k = torch.from_numpy(kspace)[None] if coil_maps is not None else torch.from_numpy(kspace)
+        mask_t = torch.from_numpy(mask)
         maps = None if coil_maps is None else torch.from_numpy(coil_maps)[None]
         if method.kind == "operator":
-            k, op = encoding(k, torch.from_numpy(mask), maps)
+            k, op = encoding(k, mask_t, maps)
             images = method.load()(op, k)[0].numpy().astype(np.complex64)
             if method.name == "zero_filled":
                 return images, "zero-filled SENSE"
             return images, f"{method.label} (classical)"
         try:
-            images = reconstruct(k, torch.from_numpy(mask), maps, self.model(), self.device)
+            images = reconstruct(k, mask_t, maps, self.model(), self.device)
             return images[0].cpu().numpy(), "PASSNet"
         except ValueError:
             raise  # bad input: the fallback would not do better
@@ -98,7 +98,7 @@ class ReconEngine:
                 raise RuntimeError(f"network failed: {exc}") from exc
             if self.load_error is None:
                 log.error("network failed (%s); using zero-filled SENSE", exc)
-            op = EncodingOp(torch.from_numpy(mask).to(torch.float32), maps)  # validated above
+            op = EncodingOp(mask_t.to(torch.float32), maps)  # validated above
             return zero_filled(op, k)[0].numpy(), "PASSNet fallback: zero-filled"
 
 

@@ -218,21 +218,12 @@ def _lowres_phase(maps: torch.Tensor, k: torch.Tensor, calib: int) -> torch.Tens
     images. With the strongest coil as reference the images carry that coil's B1 phase, which
     varies across the field of view; learned reconstructions (PASSNet's convolutions act on
     real and imaginary parts) were trained with exact maps, on images whose phase is the
-    object's own, smooth one. Taking the
-    smooth phase of the Hann-windowed central ``calib x calib`` k-space into the maps leaves
-    the images only the object's fine phase. Magnitudes, and every phase-blind method (L+S, LLR,
-    zero-filled magnitudes, BART LLR), are unchanged.
+    object's own, smooth one. Taking the smooth phase of the low-resolution coil images
+    (:func:`_lowres_coil_images`) into the maps leaves the images only the object's fine
+    phase. Magnitudes, and every phase-blind method (L+S, LLR, zero-filled magnitudes, BART
+    LLR), are unchanged.
     """
-    block = _centre_block(k, calib)
-    (ch, cw), (h, w) = block.shape[-2:], k.shape[-2:]
-    taper = torch.outer(
-        torch.hann_window(ch + 2, periodic=False)[1:-1],
-        torch.hann_window(cw + 2, periodic=False)[1:-1],
-    ).to(k.real.dtype)
-    low = torch.zeros_like(k)
-    y0, x0 = h // 2 - ch // 2, w // 2 - cw // 2
-    low[:, y0 : y0 + ch, x0 : x0 + cw] = block * taper
-    combined = (maps.conj() * ifft2c(low)).sum(0)
+    combined = (maps.conj() * _lowres_coil_images(k, calib)).sum(0)
     phase = torch.where(
         combined.abs() > 0, combined / combined.abs().clamp(min=1e-30), torch.ones_like(combined)
     )
@@ -249,8 +240,8 @@ def _espirit(
     return top_vec.permute(2, 0, 1) * (top_val > crop)
 
 
-def _walsh(k: torch.Tensor, calib: int, kernel: int) -> torch.Tensor:
-    c, h, w = k.shape
+def _lowres_coil_images(k: torch.Tensor, calib: int) -> torch.Tensor:
+    """``(C, H, W)`` coil images of the Hann-windowed central ``calib x calib`` k-space."""
     low = torch.zeros_like(k)
     block = _centre_block(k, calib)
     win = torch.outer(
@@ -258,7 +249,12 @@ def _walsh(k: torch.Tensor, calib: int, kernel: int) -> torch.Tensor:
         torch.hann_window(block.shape[-1] + 2, periodic=False)[1:-1],
     )
     _centre_block(low, calib).copy_(block * win)
-    img = ifft2c(low)  # (C, H, W) low-resolution coil images
+    return ifft2c(low)
+
+
+def _walsh(k: torch.Tensor, calib: int, kernel: int) -> torch.Tensor:
+    c, h, w = k.shape
+    img = _lowres_coil_images(k, calib)
     cov = img[:, None] * img[None].conj()  # (C, C, H, W)
     size = 2 * kernel + 1  # local averaging window
     ri = torch.view_as_real(cov).permute(0, 1, 4, 2, 3).reshape(-1, 1, h, w)

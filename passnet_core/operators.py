@@ -179,6 +179,16 @@ class Normalised(NamedTuple):
         """``(B, T, H, W)`` images in normalised units -> the data's units (zeros for zero data)."""
         return images * self.scale.to(images.device).view(-1, 1, 1, 1)
 
+    def to_units(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, T, H, W)`` images in the data's units -> normalised units, as the k-space was
+        divided (a training target, say)."""
+        return images / _divisor(self.scale).to(images.device).view(-1, 1, 1, 1)
+
+
+def _divisor(scale: torch.Tensor) -> torch.Tensor:
+    """``s``, with 1 where the data are all zero (they are left as they are)."""
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
 
 def normalise(op: EncodingOp, kspace: torch.Tensor) -> Normalised:
     """Divide each batch item by ``s = max |A^H d|`` (:data:`NORMALISATION`).
@@ -188,7 +198,7 @@ def normalise(op: EncodingOp, kspace: torch.Tensor) -> Normalised:
     """
     x0 = zero_filled(op, kspace)
     scale = x0.abs().flatten(1).amax(dim=1)  # (B,)
-    divisor = torch.where(scale > 0, scale, torch.ones_like(scale))
+    divisor = _divisor(scale)
     k_view = (-1,) + (1,) * (kspace.ndim - 1)
     return Normalised(kspace / divisor.view(k_view), x0 / divisor.view(-1, 1, 1, 1), scale)
 

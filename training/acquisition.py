@@ -243,9 +243,8 @@ def _normalised_sample(
 ) -> Sample:
     """A batch-of-one ``kspace`` and its target in the network's units (the one normalisation)."""
     units = normalise(op, kspace)
-    scale = units.scale[0]
-    divisor = scale if scale > 0 else torch.ones_like(scale)
-    return Sample(units.kspace[0], mask, target / divisor, scale.to(torch.float32), coil_maps)
+    target = units.to_units(target[None])[0]
+    return Sample(units.kspace[0], mask, target, units.scale[0].to(torch.float32), coil_maps)
 
 
 def acquire(

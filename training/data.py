@@ -240,17 +240,27 @@ class CineCropDataset(Dataset):
     def __getitem__(self, k: int) -> Sample:
         i, (t0, y0, x0, ft, hs, ws) = self.index[k]
         sample = self._sample(i)
-        target = torch.from_numpy(
-            np.ascontiguousarray(sample.target[t0 : t0 + ft, y0 : y0 + hs, x0 : x0 + ws])
-        ).to(torch.complex64)
-        maps = None
-        if sample.coil_maps is not None and self.use_coil_maps:
-            crop = sample.coil_maps[:, y0 : y0 + hs, x0 : x0 + ws]
-            maps = torch.from_numpy(np.ascontiguousarray(crop)).to(torch.complex64)
+        target = sample.target[t0 : t0 + ft, y0 : y0 + hs, x0 : x0 + ws]
+        maps = None if sample.coil_maps is None else sample.coil_maps[:, y0 : y0 + hs, x0 : x0 + ws]
         rng = self._rng(k)
         mask = self._mask(rng, (ft, hs, ws))
         sigma = rng.uniform(*self.noise_levels) * float(np.abs(sample.target).max())
-        return acquire(target, maps, mask, sigma, rng)
+        return self._acquire(target, maps, mask, sigma, rng)
+
+    def _acquire(
+        self,
+        target: np.ndarray,
+        maps: np.ndarray | None,
+        mask: torch.Tensor,
+        sigma: float,
+        rng: np.random.Generator,
+    ) -> Sample:
+        """One crop through the acquisition model: exact maps and white noise."""
+        target_t = torch.from_numpy(np.ascontiguousarray(target)).to(torch.complex64)
+        maps_t = None
+        if maps is not None and self.use_coil_maps:
+            maps_t = torch.from_numpy(np.ascontiguousarray(maps)).to(torch.complex64)
+        return acquire(target_t, maps_t, mask, sigma, rng)
 
 
 def collate_cine(batch: list[Sample]) -> Sample:
@@ -288,14 +298,17 @@ class ChainCropDataset(CineCropDataset):
     the chain's own code, and the target those maps give.
     """
 
-    def __getitem__(self, k: int) -> Sample:
-        i, (t0, y0, x0, ft, hs, ws) = self.index[k]
-        sample = self._sample(i)
-        if sample.coil_maps is None:
+    def _acquire(
+        self,
+        target: np.ndarray,
+        maps: np.ndarray | None,
+        mask: torch.Tensor,
+        sigma: float,
+        rng: np.random.Generator,
+    ) -> Sample:
+        if maps is None:
             raise ValueError("data.acquisition: chain needs multi-coil samples (coil_mode: multi)")
-        rho = sample.target[t0 : t0 + ft, y0 : y0 + hs, x0 : x0 + ws].astype(np.complex64)
-        maps = sample.coil_maps[:, y0 : y0 + hs, x0 : x0 + ws].astype(np.complex64)
-        rng = self._rng(k)
-        mask = self._mask(rng, (ft, hs, ws)).numpy().astype(np.float32)
-        sigma = rng.uniform(*self.noise_levels) * float(np.abs(sample.target).max())
-        return acquire_as_chain(rho, maps, mask, sigma, rng)
+        mask_np = mask.numpy().astype(np.float32)
+        return acquire_as_chain(
+            target.astype(np.complex64), maps.astype(np.complex64), mask_np, sigma, rng
+        )

@@ -33,7 +33,6 @@ from passnet_core import bart, baselines, metrics
 from passnet_core import methods as registry
 from passnet_core.inference import reconstruct
 from passnet_core.masks import parse_mask_name
-from passnet_core.methods import EVALUATE_METHODS
 from passnet_core.operators import encoding
 from passnet_core.weights import (
     load_weights,
@@ -382,7 +381,7 @@ def run(args: argparse.Namespace) -> int:
         masks = _parse_list(args.masks, None, "masks")
         for m in masks:
             parse_mask_name(m)
-        names = _parse_list(args.methods, EVALUATE_METHODS, "methods")
+        names = _parse_list(args.methods, registry.EVALUATE_METHODS, "methods")
         families = _parse_list(args.families, FAMILIES, "families")
         size = _parse_size(args.size)
         if args.n_cases < 1 or args.coils < 1 or args.tune_cases < 1:
