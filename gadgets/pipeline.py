@@ -18,7 +18,7 @@ import torch
 from gadgets.chain_config import ChainParams
 from gadgets.slices import SliceData
 from passnet_core import bart, methods
-from passnet_core.coilmaps import estimate_coil_maps
+from passnet_core.coilmaps import espirit_kernel, estimate_coil_maps
 from passnet_core.inference import cached_model, reconstruct
 from passnet_core.model import PASSNet
 from passnet_core.operators import EncodingOp, encoding, zero_filled
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # Automatic output scaling: the slice's largest magnitude becomes this value (a 12-bit range,
 # what scanner DICOM viewers expect); the images stay float32.
 AUTO_SCALE_MAX = 4095.0
+# Side of the central k-space block the coil maps are calibrated on (BART ecalib's default)
+MAP_CALIBRATION_BLOCK = 24
 
 
 class ReconEngine:
@@ -111,11 +113,14 @@ def estimate_maps(
     """
     if slice_data.kspace.shape[0] == 1:
         return None
-    # ESPIRiT needs kernel^2 fully sampled windows in the calibration block, i.e. at least
-    # 2*kernel - 1 contiguous central lines: shrink the kernel for small ACS regions.
-    calib = max(min(24, slice_data.calib_lines), 3)
-    kernel = max(min(6, (calib + 1) // 2), 2)
-    calib = max(calib, kernel + 1)
+    # The central 24 x 24 block, with the largest kernel its sampled windows determine: lines
+    # missing from the time average (per-frame random lines at high R) only remove windows.
+    calib = MAP_CALIBRATION_BLOCK
+    kernel = espirit_kernel(slice_data.calibration, calib)
+    if kernel is None:  # no usable windows there: the contiguous central run, a smaller kernel
+        calib = max(min(MAP_CALIBRATION_BLOCK, slice_data.calib_lines), 3)
+        kernel = max(min(6, (calib + 1) // 2), 2)
+        calib = max(calib, kernel + 1)
     try:
         maps = estimate_coil_maps(
             slice_data.calibration, calib=calib, kernel=kernel, method=method, phase=phase

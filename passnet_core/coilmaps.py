@@ -138,6 +138,50 @@ def _centre_block(k: torch.Tensor, calib: int) -> torch.Tensor:
     return k[..., y0 : y0 + ch, x0 : x0 + cw]
 
 
+def _full_windows(block: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Which ``kernel x kernel`` windows of a ``(C, h, w)`` block have every point sampled."""
+    sampled = (block.abs().sum(0) > 0).to(torch.float32)[None, None]
+    return F.unfold(sampled, kernel)[0].min(dim=0).values == 1
+
+
+def espirit_kernel(
+    kspace_avg: torch.Tensor | np.ndarray, calib: int = 24, kernels: tuple[int, ...] = (6, 5, 4, 3)
+) -> int | None:
+    """The largest ESPIRiT kernel the central ``calib`` block of this k-space supports.
+
+    A kernel is supported when every window position of the block is fully sampled (a complete
+    calibration region: the standard kernel 6 works even with 16 coils), or, where lines are
+    missing, when the fully sampled windows are at least as many as the calibration matrix
+    has columns (``C * kernel**2``). Time-averaged per-frame random lines leave such gaps near
+    the centre at high R; with fewer windows than columns the signal subspace takes up noise
+    and the maps fail (measured: 14-24 dB instead of 31-38 dB for LLR with these maps).
+
+    Parameters
+    ----------
+    kspace_avg
+        Complex ``(C, H, W)`` time-averaged k-space (unsampled points 0).
+    calib
+        Side of the central block (clipped to the grid).
+    kernels
+        Candidates, largest first.
+
+    Returns
+    -------
+    int or None
+        The kernel, or ``None`` when no candidate is supported (e.g. no two adjacent lines).
+    """
+    k = torch.as_tensor(kspace_avg)
+    block = _centre_block(k, calib)
+    c, h, w = block.shape
+    for kernel in kernels:
+        if kernel > min(h, w):
+            continue
+        n_full = int(_full_windows(block, kernel).sum())
+        if n_full == (h - kernel + 1) * (w - kernel + 1) or n_full >= c * kernel**2:
+            return kernel
+    return None
+
+
 def _signal_kernels(block: torch.Tensor, kernel: int, threshold: float) -> torch.Tensor:
     """Leading right singular vectors of the calibration matrix as ``(n, C, k, k)`` kernels."""
     c = block.shape[0]
@@ -145,8 +189,7 @@ def _signal_kernels(block: torch.Tensor, kernel: int, threshold: float) -> torch
     ri = torch.view_as_real(block).permute(0, 3, 1, 2).reshape(1, 2 * c, *block.shape[-2:])
     cols = F.unfold(ri, kernel).reshape(c, 2, kernel * kernel, -1)
     windows = torch.complex(cols[:, 0], cols[:, 1]).reshape(c * kernel * kernel, -1)
-    sampled = (block.abs().sum(0) > 0).to(torch.float32)[None, None]
-    full = F.unfold(sampled, kernel)[0].min(dim=0).values == 1  # every point of the window
+    full = _full_windows(block, kernel)
     if int(full.sum()) < kernel * kernel:
         raise ValueError(
             f"only {int(full.sum())} fully sampled {kernel}x{kernel} windows in the central "

@@ -16,7 +16,7 @@ from helpers import (
 )
 
 from passnet_core import bart
-from passnet_core.coilmaps import estimate_coil_maps, time_average_kspace
+from passnet_core.coilmaps import espirit_kernel, estimate_coil_maps, time_average_kspace
 from passnet_core.fft import fft2c
 from passnet_core.masks import equispaced_mask, vds_mask
 
@@ -130,6 +130,28 @@ def test_undersampled_cine_via_time_average(kind):
     avg = time_average_kspace(kspace * mask, mask)
     est = estimate_coil_maps(avg).numpy()
     assert map_correlation(est, true, support) > 0.99
+
+
+def _gapped_centre(kspace: torch.Tensor) -> torch.Tensor:
+    """Four lines of the central block never sampled, as per-frame random lines leave them."""
+    out = kspace.clone()
+    for offset in (-8, -3, 3, 7):
+        out[:, H // 2 + offset] = 0
+    return out
+
+
+@pytest.mark.parametrize("coils", [8, 16])
+def test_espirit_kernel_fits_the_windows_the_calibration_has(coils):
+    obj, support, true = _scene(c=coils)
+    k = _kspace(obj, true, noise=0.01)
+    assert espirit_kernel(k) == 6  # a complete block: the standard kernel, even for 16 coils
+    gapped = _gapped_centre(k)
+    kernel = espirit_kernel(gapped)
+    assert kernel == 3  # 4x4 windows (105) are fewer than the 16 C columns
+    assert map_correlation(estimate_coil_maps(gapped, kernel=kernel).numpy(), true, support) > 0.99
+    # what the rule avoids: the next kernel up still has windows, but too few for its columns
+    assert map_correlation(estimate_coil_maps(gapped, kernel=4).numpy(), true, support) < 0.9
+    assert espirit_kernel(k * equispaced_mask(2, 1, H, W, acs=0)[0]) is None  # no adjacent lines
 
 
 def test_time_average_divides_by_the_sampling_count():
