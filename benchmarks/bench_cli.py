@@ -57,6 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "table per value (default 6 8)",
     )
     parser.add_argument(
+        "--chain-mask",
+        nargs="+",
+        choices=("vds_lines", "equispaced"),
+        default=["vds_lines"],
+        help="chain section: `passnet simulate --mask` kinds of the files; one table per kind "
+        "and R (default vds_lines)",
+    )
+    parser.add_argument(
         "--weights", type=Path, help="PASSNet weights for the quality and chain sections"
     )
     parser.add_argument("--weights-uniform", type=Path, help="uniform-SVT weights (quality)")

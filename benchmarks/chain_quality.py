@@ -38,6 +38,11 @@ VALIDATION_SEED = 9_500_001
 BART_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 SHAPE = (20, 128, 128, 8)  # frames, H, W, coils: passnet simulate's defaults
 QUICK_SHAPE = (4, 32, 32, 2)
+#: the bench's mask kinds (``passnet simulate --mask``) in the words of its tables
+MASK_WORDS = {
+    "vds_lines": "per-frame variable-density lines",
+    "equispaced": "equispaced lines (the same in every frame) with 24 calibration lines",
+}
 
 
 @dataclass
@@ -46,6 +51,7 @@ class ChainScores:
 
     accel: float
     shape: tuple[int, int, int, int]
+    mask: str = "vds_lines"
     bart_lambda: dict[str, float] = field(default_factory=dict)  # BART method -> lambda
     bart_tuning: dict[str, dict[float, float]] = field(default_factory=dict)  # -> lambda -> dB
     psnr: dict[tuple[str, str], list[float]] = field(default_factory=dict)
@@ -54,7 +60,12 @@ class ChainScores:
 
 
 def _files(
-    tmp: str, first_seed: int, n_files: int, accel: float, shape: tuple[int, int, int, int]
+    tmp: str,
+    first_seed: int,
+    n_files: int,
+    accel: float,
+    shape: tuple[int, int, int, int],
+    mask: str = "vds_lines",
 ) -> list[tuple[str, int, Path]]:
     """``(phantom, index, path)`` of ``n_files`` simulated files per phantom."""
     frames, h, w, coils = shape
@@ -64,7 +75,7 @@ def _files(
             path = Path(tmp) / f"{phantom}_{first_seed + i}.h5"
             simulate_cine(
                 path, seed=first_seed + i, n_coils=coils, frames=frames, matrix=(h, w),
-                accel=accel, phantom=phantom,
+                mask=mask, accel=accel, phantom=phantom,
             )  # fmt: skip
             out.append((phantom, i, path))
     return out
@@ -95,6 +106,7 @@ def tune_bart_lambda(
     shape: tuple[int, int, int, int] = SHAPE,
     grid: tuple[float, ...] = BART_GRID,
     method: str = "bart-llr",
+    mask: str = "vds_lines",
 ) -> dict[float, float]:
     """Mean PSNR of BART pics LLR per lambda on validation files (both phantoms pooled).
 
@@ -104,7 +116,7 @@ def tune_bart_lambda(
     """
     scores: dict[float, list[float]] = {lam: [] for lam in grid}
     with tempfile.TemporaryDirectory(prefix="passnet_bench_bart_") as tmp:
-        for phantom, i, path in _files(tmp, VALIDATION_SEED, n_files, accel, shape):
+        for phantom, i, path in _files(tmp, VALIDATION_SEED, n_files, accel, shape, mask):
             for lam in grid:
                 params = _params(method, bart_lambda=lam)
                 try:
@@ -123,6 +135,7 @@ def measure_chain_quality(
     methods: tuple[str, ...] = METHODS,
     weights: str | None = None,
     bart_validation_files: int = 2,
+    mask: str = "vds_lines",
 ) -> ChainScores:
     """Simulate ``n_files`` files per phantom and reconstruct each with every method.
 
@@ -132,7 +145,7 @@ def measure_chain_quality(
         Files per phantom (seeds ``FIRST_SEED..``), each with its own anatomy, coils, mask and
         noise.
     accel
-        Acceleration of the per-frame variable-density lines (``vds_lines``).
+        Acceleration of the files' phase-encode lines.
     shape
         ``(frames, H, W, coils)``.
     methods
@@ -141,21 +154,24 @@ def measure_chain_quality(
         PASSNet weights (``None``: the shipped default).
     bart_validation_files
         Validation files per phantom for :func:`tune_bart_lambda` (when ``bart-llr`` runs).
+    mask
+        ``passnet simulate --mask``: ``vds_lines`` (per-frame variable-density lines) or
+        ``equispaced`` (every R-th line, the same in every frame, plus 24 calibration lines).
 
     Returns
     -------
     ChainScores
     """
-    scores = ChainScores(accel, shape)
+    scores = ChainScores(accel, shape, mask)
     for method in (m for m in methods if m in BART_METHODS):
-        tuning = tune_bart_lambda(bart_validation_files, accel, shape, method=method)
+        tuning = tune_bart_lambda(bart_validation_files, accel, shape, BART_GRID, method, mask)
         finite = {lam: p for lam, p in tuning.items() if np.isfinite(p)}
         if not finite:
             raise RuntimeError(f"{method} gave no usable images at any lambda of {BART_GRID}")
         scores.bart_tuning[method] = tuning
         scores.bart_lambda[method] = max(finite, key=lambda lam: finite[lam])
     with tempfile.TemporaryDirectory(prefix="passnet_bench_chain_") as tmp:
-        for phantom, i, path in _files(tmp, FIRST_SEED, n_files, accel, shape):
+        for phantom, i, path in _files(tmp, FIRST_SEED, n_files, accel, shape, mask):
             for method in methods:
                 # no zero-filled stand-in: a network that cannot run must fail the bench
                 params = _params(
@@ -178,11 +194,11 @@ def chain_markdown(scores: ChainScores) -> str:
     n = len(next(iter(scores.psnr.values())))
     lines = [
         f"{n} simulated file(s) per phantom, {frames} frames x {h} x {w}, {coils} coils, 2x "
-        f"readout oversampling, correlated coil noise (0.02) with a noise scan, per-frame "
-        f"variable-density lines at R = {scores.accel:g} (`passnet simulate --accel "
-        f"{scores.accel:g} [--phantom ellipses]`, seeds {FIRST_SEED}..), each reconstructed "
-        "by the replay chain with ESPIRiT maps from the data (bart-llr: `bart ecalib -m1` "
-        "maps from the same data).",
+        f"readout oversampling, correlated coil noise (0.02) with a noise scan, "
+        f"{MASK_WORDS[scores.mask]} at R = {scores.accel:g} (`passnet simulate --mask "
+        f"{scores.mask} --accel {scores.accel:g} [--phantom ellipses]`, seeds {FIRST_SEED}..), "
+        "each reconstructed by the replay chain with ESPIRiT maps from the data (bart-llr: "
+        "`bart ecalib -m1` maps from the same data).",
         "",
         "| phantom | " + " | ".join(methods) + " |",
         "|---" * (len(methods) + 1) + "|",

@@ -156,11 +156,13 @@ def _chain(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str]:
     bart = chain_quality.BART_METHODS
     methods = tuple(m for m in chain_quality.METHODS if not (no_bart and m in bart))
     tables = []
-    for accel in args.chain_accel:
-        scores = chain_quality.measure_chain_quality(
-            n_files, accel, shape, methods, weights, bart_validation_files=1 if args.quick else 2
-        )
-        tables.append(f"### R = {accel:g}\n\n" + chain_quality.chain_markdown(scores))
+    for mask in args.chain_mask:
+        for accel in args.chain_accel:
+            scores = chain_quality.measure_chain_quality(
+                n_files, accel, shape, methods, weights, 1 if args.quick else 2, mask
+            )
+            heading = f"### R = {accel:g}, {mask}\n\n"
+            tables.append(heading + chain_quality.chain_markdown(scores))
     title = "Whole-chain quality on simulated files (passnet recon, estimated coil maps)"
     return title, "\n".join(tables), "cpu"
 
