@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gadgets.assembly import AcquisitionBuffer
+from gadgets.assembly import AcquisitionBuffer, assemble
 from gadgets.chain_config import ChainParams
 from gadgets.images import build_images
 from gadgets.pipeline import AUTO_SCALE_MAX, centre_crop, estimate_maps
@@ -48,16 +48,9 @@ def ingest(path: Path) -> SliceData:
 def ingest_with_whitening(path: Path) -> tuple[SliceData, np.ndarray | None]:
     """:func:`ingest` and the prewhitening matrix the chain estimated from the noise scan."""
     raw = read_raw(path)
-    p = ChainParams()
-    buf = AcquisitionBuffer(
-        raw.header, p.frame_dimension, p.max_matrix_elements, p.max_lines_per_slice
-    )
-    out = []
-    for acq in raw.acquisitions():
-        out += buf.add(acq)
-    out += buf.flush()
+    out, whitening = assemble(raw.header, raw.acquisitions())
     assert len(out) == 1 and isinstance(out[0], SliceData), out
-    return out[0], buf.whitening
+    return out[0], whitening
 
 
 def ecalib_maps(sd: SliceData) -> np.ndarray:

@@ -32,7 +32,7 @@ go through too (:mod:`gadgets.recon_data`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -369,6 +369,22 @@ class AcquisitionBuffer:
         if has_noise and self.whitening is None and self._noise_error is None:
             self.whitening = self._whitening()
         return self.whitening
+
+
+def assemble(
+    header: ismrmrdHeader, acquisitions: Iterable[ismrmrd.Acquisition]
+) -> tuple[list[SliceData | SliceFailure], np.ndarray | None]:
+    """Every slice of a whole acquisition stream, as the chain assembles it with its defaults.
+
+    Returns
+    -------
+    slices, whitening
+        The slices in completion order and the prewhitening matrix estimated from the stream's
+        noise scans (``None`` without them).
+    """
+    buffer = AcquisitionBuffer(header)
+    slices = [s for acquisition in acquisitions for s in buffer.add(acquisition)]
+    return slices + buffer.flush(), buffer.whitening
 
 
 def _copy_header(head: ismrmrd.AcquisitionHeader) -> ismrmrd.AcquisitionHeader:

@@ -366,7 +366,11 @@ class PASSNet(nn.Module):
         self.stages = nn.ModuleList(PASSNetStage(self.config) for _ in range(self.config.n_stages))
 
     def forward(
-        self, kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None = None
+        self,
+        kspace: torch.Tensor,
+        mask: torch.Tensor,
+        coil_maps: torch.Tensor | None = None,
+        start: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Reconstruct images from undersampled k-space.
 
@@ -381,6 +385,9 @@ class PASSNet(nn.Module):
             Real 0/1 mask ``(T, H, W)`` or ``(B, T, H, W)``.
         coil_maps
             Complex ``(B, C, H, W)`` or ``None`` (single-coil).
+        start
+            The first estimate ``(B, T, H, W)`` when it was computed ahead (training from a
+            cache, :mod:`training.chain_files`); ``None``: computed here (``config.start``).
 
         Returns
         -------
@@ -388,11 +395,19 @@ class PASSNet(nn.Module):
             Complex image ``(B, T, H, W)`` in the dtype of ``kspace``.
         """
         validate_inputs(kspace, mask, coil_maps, values=False)  # shapes only: no data pass
-        return self.unroll(EncodingOp(mask.to(kspace.device), coil_maps), kspace)
+        op = EncodingOp(mask.to(kspace.device), coil_maps)
+        if start is None:
+            return self.unroll(op, kspace)
+        if start.shape != (kspace.shape[0], *mask.shape[-3:]):
+            raise ValueError(f"start {tuple(start.shape)} does not match the data {kspace.shape}")
+        return self.refine(op, kspace, start)
 
     def unroll(self, op: EncodingOp, kspace: torch.Tensor) -> torch.Tensor:
         """The start and the stages on an operator built (and inputs validated) by the caller."""
-        x = self.start(op, kspace)
+        return self.refine(op, kspace, self.start(op, kspace))
+
+    def refine(self, op: EncodingOp, kspace: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The learned stages from a first estimate ``x`` (e.g. a start computed ahead)."""
         for stage in self.stages:
             x = stage(x, op, kspace)
         return x

@@ -86,3 +86,31 @@ def test_cli_refuses_unknown_key(tmp_path: Path) -> None:
     assert passnet_main(["train", "--config", str(bad)]) == 2
     with pytest.raises(ValueError, match=r"optim\.learning_rate: unknown key"):
         load_config(bad)
+
+
+def test_pretrain_runs_the_first_stage_once_and_starts_from_its_weights(tmp_path, caplog):
+    import yaml
+
+    first_out = tmp_path / "first"
+    raw = yaml.safe_load(TINY.read_text())
+    raw["optim"]["epochs"] = 1
+    raw["run"].update(out_dir=str(first_out), max_steps_per_epoch=2)
+    first_yaml = tmp_path / "first.yaml"
+    first_yaml.write_text(yaml.safe_dump(raw))
+    second = [f"run.pretrain={first_yaml}", "optim.epochs=1", "run.max_steps_per_epoch=1"]
+    caplog.set_level("INFO", logger="training.train")
+    train(load_config(TINY, [*second, f"run.out_dir={tmp_path / 'a'}"]))
+    assert (first_out / BEST_WEIGHTS_NAME).is_file() and "training " in caplog.text
+    stamp = (first_out / BEST_WEIGHTS_NAME).stat().st_mtime_ns
+    caplog.clear()
+    # the second stage starts from the first stage's weights: with no step it keeps them
+    result = train(
+        load_config(TINY, [*second, f"run.out_dir={tmp_path / 'b'}", "optim.lr=1.0e-12"])
+    )
+    assert "already trained" in caplog.text
+    assert (first_out / BEST_WEIGHTS_NAME).stat().st_mtime_ns == stamp
+    first = load_weights(first_out / BEST_WEIGHTS_NAME).state_dict()
+    for name, value in result.model.state_dict().items():
+        assert torch.allclose(value, first[name], atol=1e-6), name
+    with pytest.raises(ValueError, match="keep one"):
+        load_config(TINY, [*second, "run.init_weights=w.safetensors"])

@@ -82,7 +82,9 @@ class Sample:
 
     Without a batch axis: ``kspace`` ``(T, H, W)`` or ``(C, T, H, W)``, ``mask`` ``(T, H, W)``
     float32, ``target`` ``(T, H, W)``, ``scale`` (the divisor ``max |A^H d|``, 0-d) and
-    ``coil_maps`` ``(C, H, W)`` or ``None``. :func:`training.data.collate_cine` stacks samples
+    ``coil_maps`` ``(C, H, W)`` or ``None``, and ``start``, the network's first estimate
+    ``(T, H, W)`` where it was computed ahead (:mod:`training.chain_files`), else ``None``.
+    :func:`training.data.collate_cine` stacks samples
     into one with a leading batch axis on every field.
     """
 
@@ -91,6 +93,7 @@ class Sample:
     target: torch.Tensor
     scale: torch.Tensor
     coil_maps: torch.Tensor | None = None
+    start: torch.Tensor | None = None  # the network's first estimate, where cached
 
     def batched(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(kspace, mask, coil_maps)`` of this one sample with a batch axis of 1."""
@@ -100,9 +103,10 @@ class Sample:
     def to(self, device: torch.device | str) -> Sample:
         """A copy with every tensor on ``device``."""
         maps = None if self.coil_maps is None else self.coil_maps.to(device)
+        start = None if self.start is None else self.start.to(device)
         return Sample(
             self.kspace.to(device), self.mask.to(device), self.target.to(device),
-            self.scale.to(device), maps,
+            self.scale.to(device), maps, start,
         )  # fmt: skip
 
 

@@ -21,7 +21,7 @@ from passnet_core.masks import parse_mask_name
 from passnet_core.model import PASSNetConfig
 
 DATA_SOURCES = ("synthetic", "ocmr", "cmrxrecon")
-ACQUISITIONS = ("ideal", "chain")
+ACQUISITIONS = ("ideal", "chain", "chain_files")
 COIL_MODES = ("single", "multi")
 CROP_MODES = ("multires", "fixed")
 DEVICES = ("auto", "cpu", "cuda")
@@ -41,7 +41,14 @@ class DataConfig:
     (``passnet simulate`` writes 0.02), drawn per training item. ``acquisition``: ``ideal``
     (true coil maps, white noise) or ``chain`` (correlated noise prewhitened with an estimated
     covariance and coil maps estimated from the undersampled data, as ``passnet recon`` feeds
-    the network: :class:`training.data.ChainCropDataset`; needs ``coil_mode: multi``).
+    the network: :class:`training.data.ChainCropDataset`; needs ``coil_mode: multi``) or
+    ``chain_files`` (whole simulated scanner files read by the chain's own code,
+    :mod:`training.chain_files`: ``n_train`` / ``n_val`` files, each with a mask from
+    ``masks`` (``vds_lines-R`` / ``equispaced-R``), frames from ``frame_counts``, a square
+    matrix from ``matrices``, coils from ``n_coils`` and a ``passnet simulate --noise`` level
+    drawn from ``noise_levels``; training items are ``frames``-frame windows; the samples and
+    the network's start are cached in ``cache_dir`` (default ``<run.out_dir>/chain_cache``),
+    made by ``cache_workers`` processes).
     """
 
     source: str = "synthetic"
@@ -59,6 +66,10 @@ class DataConfig:
     seed: int = 0
     noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.0])
     acquisition: str = "ideal"
+    frame_counts: list[int] = field(default_factory=lambda: [16, 20, 24])
+    matrices: list[int] = field(default_factory=lambda: [96, 112, 128, 144])
+    cache_dir: str | None = None
+    cache_workers: int = 1
 
 
 LOSSES = ("mse", "rel_l2")
@@ -91,7 +102,10 @@ class OptimConfig:
 @dataclass
 class RunConfig:
     """Output, device and logging settings; ``init_weights``: start from this weights file
-    (same architecture as ``model``) instead of a fresh initialisation."""
+    (same architecture as ``model``) instead of a fresh initialisation; ``pretrain``: a
+    training YAML run first (resuming in its own ``out_dir``, skipped where its best weights
+    already exist), whose best weights this run starts from, so a two-stage recipe is one
+    command from scratch."""
 
     out_dir: str = "runs/passnet"
     device: str = "auto"
@@ -101,6 +115,7 @@ class RunConfig:
     max_steps_per_epoch: int | None = None
     num_workers: int = 0
     init_weights: str | None = None
+    pretrain: str | None = None
 
 
 @dataclass
@@ -202,8 +217,18 @@ def _validate(cfg: TrainConfig) -> None:
     _check_choice("data.source", d.source, DATA_SOURCES)
     _check_choice("data.coil_mode", d.coil_mode, COIL_MODES)
     _check_choice("data.acquisition", d.acquisition, ACQUISITIONS)
-    if d.acquisition == "chain" and d.coil_mode != "multi":
-        raise ValueError("data.acquisition: chain needs data.coil_mode: multi")
+    if d.acquisition in ("chain", "chain_files") and d.coil_mode != "multi":
+        raise ValueError(f"data.acquisition: {d.acquisition} needs data.coil_mode: multi")
+    if d.acquisition == "chain_files":
+        if d.source != "synthetic":
+            raise ValueError("data.acquisition: chain_files simulates its own files (synthetic)")
+        if o.batch_size != 1:
+            raise ValueError("optim.batch_size: chain_files samples differ in size; use 1")
+        if d.cache_workers < 1:
+            raise ValueError(f"data.cache_workers: must be >= 1, got {d.cache_workers}")
+        for key, values in (("data.frame_counts", d.frame_counts), ("data.matrices", d.matrices)):
+            if not values or any(v < 8 for v in values):
+                raise ValueError(f"{key}: need values >= 8, got {values}")
     _check_choice("data.crop_mode", d.crop_mode, CROP_MODES)
     _check_choice("run.device", r.device, DEVICES)
     _check_choice("optim.loss", o.loss, LOSSES)
@@ -260,6 +285,8 @@ def _validate(cfg: TrainConfig) -> None:
     for key, limit in optional_positive.items():
         if limit is not None and not limit > 0:
             raise ValueError(f"{key}: must be > 0 or null, got {limit!r}")
+    if r.pretrain and r.init_weights:
+        raise ValueError("run.pretrain and run.init_weights both name a start: keep one")
     if r.num_workers < 0:
         raise ValueError(f"run.num_workers: must be >= 0, got {r.num_workers}")
 

@@ -42,7 +42,7 @@ from passnet_core.inference import resolve_device
 from passnet_core.model import PASSNet
 from passnet_core.operators import EncodingOp, zero_filled
 from passnet_core.weights import load_weights, save_weights
-from training import loaders
+from training import chain_files, loaders
 from training.acquisition import Sample
 from training.config import TrainConfig, load_config
 from training.data import ChainCropDataset, CineCropDataset, SyntheticCines, collate_cine
@@ -165,9 +165,31 @@ def _sources(cfg: TrainConfig) -> tuple[Sequence[Any], Sequence[Any]]:
     return volumes[n_val:][: d.n_train], volumes[:n_val]
 
 
+def _chain_file_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
+    """Cached whole-file samples (``data.acquisition: chain_files``): training and validation."""
+    d = cfg.data
+    space = chain_files.FileSpace(
+        tuple(d.masks), tuple(d.frame_counts), tuple(d.matrices),
+        tuple(d.n_coils if isinstance(d.n_coils, list) else [d.n_coils]),
+        (float(d.noise_levels[0]), float(d.noise_levels[1])),
+    )  # fmt: skip
+    train_draws = [space.draw(d.seed + i) for i in range(d.n_train)]
+    val_seed = d.seed + chain_files.VALIDATION_SEED_OFFSET
+    val_draws = [space.draw(val_seed + i) for i in range(d.n_val)]
+    cache = Path(d.cache_dir) if d.cache_dir else Path(cfg.run.out_dir) / "chain_cache"
+    paths = chain_files.build_cache(val_draws + train_draws, cfg.model, cache, d.cache_workers)
+    val_paths, train_paths = paths[: d.n_val], paths[d.n_val :]
+    return (
+        chain_files.ChainFileDataset(train_paths, d.frames, train=True),
+        chain_files.ChainFileDataset(val_paths, None, train=False),
+    )
+
+
 def make_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     """Training crops (fresh masks each step) and one fixed-mask validation crop per volume."""
     d = cfg.data
+    if d.acquisition == "chain_files":
+        return _chain_file_datasets(cfg)
     train_source, val_source = _sources(cfg)
     crops = functools.partial(  # what training and validation crops share
         ChainCropDataset if d.acquisition == "chain" else CineCropDataset,
@@ -195,7 +217,7 @@ def make_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
 
 
 def _forward(model: torch.nn.Module, batch: Sample) -> torch.Tensor:
-    return model(batch.kspace, batch.mask, batch.coil_maps)
+    return model(batch.kspace, batch.mask, batch.coil_maps, batch.start)
 
 
 def _loss(recon: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
@@ -449,6 +471,20 @@ def _loaders(
     return train_loader, loader(val_set, batch_size=1), sampler
 
 
+def _pretrained(config_path: str) -> Path:
+    """Best weights of the ``run.pretrain`` configuration, training it first where needed."""
+    first = load_config(config_path)
+    weights = Path(first.run.out_dir) / BEST_WEIGHTS_NAME
+    if weights.is_file():
+        log.info("run.pretrain: %s already trained, starting from %s", config_path, weights)
+        return weights
+    log.info("run.pretrain: training %s first (out_dir %s)", config_path, first.run.out_dir)
+    result = train(first, resume=(Path(first.run.out_dir) / CHECKPOINT_NAME).is_file())
+    if result.weights_path is None:
+        raise RuntimeError(f"run.pretrain: {config_path} wrote no weights")
+    return result.weights_path
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     """Train PASSNet as configured and export the best network.
 
@@ -471,13 +507,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
+    init_weights = cfg.run.init_weights
+    if cfg.run.pretrain:
+        init_weights = str(_pretrained(cfg.run.pretrain))
     _seed_everything(cfg.data.seed)
     model = PASSNet(cfg.model).to(ctx.device)
-    if cfg.run.init_weights:
-        initial = load_weights(cfg.run.init_weights, map_location="cpu")
+    if init_weights:
+        initial = load_weights(init_weights, map_location="cpu")
         if initial.config != cfg.model:
             raise ValueError(
-                f"run.init_weights {cfg.run.init_weights}: its model {initial.config} differs from "
+                f"start weights {init_weights}: its model {initial.config} differs from "
                 f"the configured {cfg.model}"
             )
         model.load_state_dict(initial.state_dict())

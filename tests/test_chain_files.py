@@ -1,0 +1,96 @@
+"""data.acquisition: chain_files: whole simulated files read by the chain's own code, cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gadgets.assembly import assemble
+from gadgets.pipeline import estimate_maps
+from passnet_core.ismrmrd_io import read_raw
+from passnet_core.model import PASSNet, PASSNetConfig
+from passnet_core.operators import encoding, normalise, zero_filled
+from training import chain_files
+from training.config import load_config
+from training.simulate import simulate_cine
+from training.train import train
+
+TINY = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny_test.yaml"
+SMALL = PASSNetConfig(n_stages=1, channels=4, start="llr", start_iterations=10)
+
+
+def _space(**changes) -> chain_files.FileSpace:
+    settings = {
+        "masks": ("vds_lines-4",), "frame_counts": (8,), "matrices": (40,), "coils": (4,),
+        "noise_levels": (0.02, 0.02),
+    } | changes  # fmt: skip
+    return chain_files.FileSpace(**settings)
+
+
+def test_a_sample_is_what_the_chain_feeds_the_network(tmp_path):
+    draw = _space().draw(123)
+    sample = chain_files.make_sample(draw, SMALL)
+    # the same file through the chain's own ingest and maps, as passnet recon reads it
+    path = tmp_path / "same.h5"
+    simulate_cine(
+        path, seed=draw.seed, n_coils=draw.coils, frames=draw.frames, matrix=draw.matrix,
+        mask=draw.mask, accel=draw.accel, noise_level=draw.noise,
+    )  # fmt: skip
+    raw = read_raw(path)
+    (slice_data,), _ = assemble(raw.header, raw.acquisitions())
+    maps = estimate_maps(slice_data)
+    assert torch.equal(sample["coil_maps"], torch.from_numpy(maps))
+    kspace, op = encoding(torch.from_numpy(slice_data.kspace)[None], slice_data.mask, maps[None])
+    units = normalise(op, kspace)
+    assert torch.allclose(sample["kspace"], units.kspace[0])
+    assert torch.allclose(sample["start"], PASSNet(SMALL).start(op, units.kspace)[0], atol=1e-5)
+    # the target agrees with the data up to the noise, and the start is far closer to it
+    residual = (op.forward(sample["target"][None]) - units.kspace).norm() / units.kspace.norm()
+    assert residual < 0.1
+    target = sample["target"]
+
+    def error(x: torch.Tensor) -> float:
+        return float((x.abs() - target.abs()).norm() / target.abs().norm())
+
+    assert error(sample["start"]) < 0.5 * error(zero_filled(op, units.kspace)[0])
+
+
+def test_file_space_refuses_what_a_scanner_file_cannot_hold():
+    with pytest.raises(ValueError, match="radial-8.*Cartesian line masks"):
+        _space(masks=("radial-8",))
+    with pytest.raises(ValueError, match="noise_levels"):
+        _space(noise_levels=(0.0, 0.02))
+    assert _space().draw(5) == _space().draw(5) != _space().draw(6)
+
+
+def test_training_builds_the_cache_once_and_trains_on_windows(tmp_path, caplog):
+    cache = tmp_path / "cache"
+    settings = [
+        "model.n_stages=1", "model.channels=4", "model.start=llr", "model.start_iterations=10",
+        "data.coil_mode=multi", "data.acquisition=chain_files", "data.masks=[vds_lines-4]",
+        "data.frame_counts=[8]", "data.matrices=[40]", "data.n_coils=[4]", "data.frames=6",
+        "data.noise_levels=[0.01, 0.03]", "data.n_train=2", "data.n_val=1",
+        f"data.cache_dir={cache}", "optim.epochs=1", "run.max_steps_per_epoch=2",
+    ]  # fmt: skip
+    result = train(load_config(TINY, [*settings, f"run.out_dir={tmp_path / 'a'}"]))
+    made = sorted(cache.glob("*.safetensors"))
+    assert len(made) == 3 and result.weights_path is not None
+    assert result.history and result.best_val_psnr > result.zero_filled_val_psnr
+    stamps = [p.stat().st_mtime_ns for p in made]
+    caplog.set_level("INFO", logger="training.chain_files")
+    train(load_config(TINY, [*settings, f"run.out_dir={tmp_path / 'b'}"]))
+    assert [p.stat().st_mtime_ns for p in sorted(cache.glob("*.safetensors"))] == stamps
+    assert "all 3 samples cached" in caplog.text
+    item = chain_files.ChainFileDataset(made, frames=6, train=True)[0]
+    assert item.start is not None and item.start.shape == item.target.shape == (6, 40, 40)
+    assert item.kspace.shape == (4, 6, 40, 40)
+
+
+def test_chain_files_config_needs_batch_one_and_multi_coil():
+    with pytest.raises(ValueError, match="batch_size"):
+        load_config(TINY, ["data.coil_mode=multi", "data.acquisition=chain_files",
+                           "optim.batch_size=2", "data.crop_mode=fixed"])  # fmt: skip
+    with pytest.raises(ValueError, match="coil_mode: multi"):
+        load_config(TINY, ["data.acquisition=chain_files"])
