@@ -35,7 +35,8 @@ BART_METHODS = tuple(m for m in METHODS if registry.get(m).kind == "bart")
 FIRST_SEED = 9_000_001  # far from the seeds of training (0.., 1e6..) and evaluation (7e6..)
 # BART's lambda is tuned on these files, disjoint from the test files (FIRST_SEED..)
 VALIDATION_SEED = 9_500_001
-BART_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+# in the units of data scaled to max |A^H d| = 1 (passnet_core.bart.pics, data_scale)
+BART_GRID = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 SHAPE = (20, 128, 128, 8)  # frames, H, W, coils: passnet simulate's defaults
 QUICK_SHAPE = (4, 32, 32, 2)
 #: the bench's mask kinds (``passnet simulate --mask``) in the words of its tables

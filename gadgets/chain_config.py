@@ -34,10 +34,10 @@ PASSNET_TARGET = "reconstruct"
 FRAME_DIMENSIONS = ("phase", "repetition", "auto")  # acquisition counter of the cardiac phase
 OUTPUTS = ("magnitude", "complex")
 FALLBACKS = ("zero_filled", "none")
-# BART pics LLR weight (bart_llr): what the chain bench's validation files pick at R 6-8 on
-# passnet simulate's default size (docs/evaluation.md); BART's best lambda moves with the
-# matrix and the content, so tune it on your own files
-DEFAULT_BART_LAMBDA = 0.2
+# BART pics LLR weight (bart_llr) on data scaled to max |A^H d| = 1, as the project's LLR
+# sees them: what the chain bench's validation files pick at R 6-8 on passnet simulate's
+# default size (BENCHMARKS.md); it moves with the content, so tune it on your own files
+DEFAULT_BART_LAMBDA = 0.002
 BART_MAPS = ("ecalib", "chain")
 # Slice limits: a slice's C*T*H*W (8 bytes each, complex64) and the distinct lines it buffers.
 DEFAULT_MAX_MATRIX_ELEMENTS = 64 * 1024 * 1024
@@ -94,7 +94,9 @@ class ChainParams:
         ``pics -R L:7:7:lambda``, 100 iterations, with ``bart ecalib`` maps from the same data;
         needs the ``bart`` command) for a side-by-side comparison on the same data.
     bart_lambda
-        LLR weight of ``bart_llr`` (BART's own data scaling).
+        LLR weight of ``bart_llr``, on data divided by max |A^H d| (``pics -w``), the scale
+        the project's own methods use (BART's own scale estimate follows the content, and
+        one lambda would then fail some files).
     bart_maps
         Coil maps of ``bart_llr``: ``"ecalib"`` (``bart ecalib -m1``, what a BART user runs)
         or ``"chain"`` (the chain's own ESPIRiT maps, as every other method uses).

@@ -79,7 +79,11 @@ class ReconEngine:
                 np.ones((1, *kspace.shape[-2:]), np.complex64) if coil_maps is None else coil_maps
             )
             regulariser = (method.bart_regulariser or "").format(f"{self.bart_lambda:g}")
-            images = pics(kspace, mask, sens, regulariser)
+            # The data scaled as the project's own methods scale them (max |A^H d|), so one
+            # lambda means the same on every file; BART's own estimate does not (bart.pics).
+            k_t, op = encoding(kspace[None], mask, sens[None])
+            data_scale = float(zero_filled(op, k_t).abs().max())
+            images = pics(kspace, mask, sens, regulariser, data_scale=data_scale or None)
             return images, f"BART pics LLR (lambda {self.bart_lambda:g})"
         k = torch.from_numpy(kspace)[None] if coil_maps is not None else torch.from_numpy(kspace)
         mask_t = torch.from_numpy(mask)

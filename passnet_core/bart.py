@@ -117,6 +117,7 @@ def pics(
     maps: np.ndarray,
     regulariser: str,
     iterations: int = 100,
+    data_scale: float | None = None,
 ) -> np.ndarray:
     """``bart pics`` of one slice: ``(C, T, H, W)`` k-space, ``(T, H, W)`` mask, ``(C, H, W)``
     maps -> ``(T, H, W)`` complex64 images.
@@ -125,6 +126,12 @@ def pics(
     with the frames on BART's time axis (10); BART's axes are 0 readout (W), 1 phase (H),
     3 coil. ``regulariser`` is BART's ``-R`` text, e.g. ``"L:7:7:0.005"`` for locally low rank
     over space and time.
+
+    ``data_scale`` (``-w``) is the number BART divides the data by before it regularises, so
+    it fixes what a lambda means. ``None`` leaves it to BART's own estimate from the
+    zero-filled image (its 90th percentile or its maximum, depending on the histogram), which
+    follows the content: through the chain one lambda then suits some files and costs others
+    8-10 dB (their best lambdas 20x apart; docs/evaluation.md).
     """
     c, t, h, w = kspace.shape
     k_b = np.zeros((w, h, 1, c) + (1,) * 6 + (t,), np.complex64)
@@ -133,6 +140,10 @@ def pics(
     pattern[:, :, 0, 0, 0, 0, 0, 0, 0, 0, :] = np.asarray(mask).transpose(2, 1, 0)
     sens = np.asarray(maps).transpose(2, 1, 0)[:, :, None, :]
     args = ["pics", "-d0", "-S", "-R", regulariser, "-i", str(int(iterations))]
+    if data_scale is not None:
+        if not (np.isfinite(data_scale) and data_scale > 0):
+            raise ValueError(f"data_scale must be a positive finite number, not {data_scale}")
+        args += ["-w", f"{data_scale:.9g}"]
     out = run_bart(
         [*args, "-p", "pattern", "kspace", "sens", "image"],
         {"kspace": k_b, "pattern": pattern, "sens": sens},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,6 +92,24 @@ def test_bart_llr_uses_the_right_axes(coils):
     recon = latency.bart_llr(case)
     assert recon.shape == reference.shape
     assert _correlation(recon, reference) > 0.99 > _correlation(zero_filled_image, reference)
+
+
+@pytest.mark.skipif(not bart.available(), reason="bart not installed")
+def test_bart_data_scale_fixes_what_lambda_means():
+    # -w fixes the units lambda is in: data c times larger with a c times larger data scale
+    # give c times the image, and a smaller data scale (the same lambda relatively stronger)
+    # changes the result, so the scale reaches BART (without -w it would equal `one`)
+    case = latency.make_case((6, 32, 32, 3), accel=4)
+    assert case.coil_maps is not None
+    k, mask, maps = case.kspace.numpy(), case.mask.numpy(), case.coil_maps.numpy()
+    scale = float(np.abs(k).max())
+    one = bart.pics(k, mask, maps, "L:7:7:0.002", 20, data_scale=scale)
+    ten = bart.pics(10 * k, mask, maps, "L:7:7:0.002", 20, data_scale=10 * scale)
+    np.testing.assert_allclose(ten, 10 * one, rtol=1e-3, atol=1e-4 * float(np.abs(ten).max()))
+    stronger = bart.pics(k, mask, maps, "L:7:7:0.002", 20, data_scale=scale / 10)
+    assert float(np.abs(stronger - one).max()) > 1e-2 * float(np.abs(one).max())
+    with pytest.raises(ValueError, match="data_scale"):
+        bart.pics(k, mask, maps, "L:7:7:0.002", 20, data_scale=0.0)
 
 
 def test_lplus_s_tuning_picks_per_mask_settings_and_scores_passnet_against_them(tmp_path, capsys):
