@@ -262,11 +262,11 @@ def _lowres_phase(maps: torch.Tensor, k: torch.Tensor, calib: int) -> torch.Tens
     varies across the field of view; learned reconstructions (PASSNet's convolutions act on
     real and imaginary parts) were trained with exact maps, on images whose phase is the
     object's own, smooth one. Taking the smooth phase of the low-resolution coil images
-    (:func:`_lowres_coil_images`) into the maps leaves the images only the object's fine
+    (:func:`lowres_images`) into the maps leaves the images only the object's fine
     phase. Magnitudes, and every phase-blind method (L+S, LLR, zero-filled magnitudes, BART
     LLR), are unchanged.
     """
-    combined = (maps.conj() * _lowres_coil_images(k, calib)).sum(0)
+    combined = (maps.conj() * lowres_images(k, calib)).sum(0)
     phase = torch.where(
         combined.abs() > 0, combined / combined.abs().clamp(min=1e-30), torch.ones_like(combined)
     )
@@ -283,8 +283,10 @@ def _espirit(
     return top_vec.permute(2, 0, 1) * (top_val > crop)
 
 
-def _lowres_coil_images(k: torch.Tensor, calib: int) -> torch.Tensor:
-    """``(C, H, W)`` coil images of the Hann-windowed central ``calib x calib`` k-space."""
+def lowres_images(k: torch.Tensor, calib: int) -> torch.Tensor:
+    """Images ``(..., H, W)`` of the Hann-windowed central ``calib x calib`` block of the
+    centred k-space ``k`` ``(..., H, W)`` (coil images here; the network's phase reference
+    too, :func:`passnet_core.model.lowres_phase`)."""
     low = torch.zeros_like(k)
     block = _centre_block(k, calib)
     win = torch.outer(
@@ -297,7 +299,7 @@ def _lowres_coil_images(k: torch.Tensor, calib: int) -> torch.Tensor:
 
 def _walsh(k: torch.Tensor, calib: int, kernel: int) -> torch.Tensor:
     c, h, w = k.shape
-    img = _lowres_coil_images(k, calib)
+    img = lowres_images(k, calib)
     cov = img[:, None] * img[None].conj()  # (C, C, H, W)
     size = 2 * kernel + 1  # local averaging window
     ri = torch.view_as_real(cov).permute(0, 1, 4, 2, 3).reshape(-1, 1, h, w)

@@ -24,7 +24,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from passnet_core.baselines import llr, lplus_s
+from passnet_core.coilmaps import lowres_images
 from passnet_core.conv import Conv3d
+from passnet_core.fft import fft2c
 from passnet_core.operators import EncodingOp, validate_inputs, zero_filled
 from passnet_core.svd import DEFAULT_EPS_REL, stable_svd
 
@@ -32,6 +34,8 @@ SHRINKAGES = ("pass", "uniform_svt")
 STEP_PARAMS = ("softplus", "relu")
 FUSIONS = ("lsaf", "fixed")
 STARTS = ("adjoint", "lplus_s", "llr")
+PHASE_REFERENCES = ("none", "lowres")
+LOWRES_BLOCK = 24  # side of the k-space centre of lowres_phase (the chain maps' calibration block)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,14 @@ class PASSNetConfig:
         Start the last convolution of ``Phi^H`` and ``Psi^H`` at zero, so an untrained stage
         is exactly a gradient step (no random conv noise added to the image). Affects
         initialisation only.
+    phase_reference
+        ``"none"``: the stages see the start's image as it is. ``"lowres"``: they see it with
+        the smooth phase of its low-resolution time average taken out (and put back at the
+        end; the coil maps carry it meanwhile, so the data term is unchanged). The stages'
+        convolutions act on real and imaginary parts and are not phase-equivariant: weights
+        trained on images whose smooth phase is near zero (the chain's maps give them that)
+        fail by 2-7 dB on images that keep the object's phase (exact maps, other map
+        estimators). Multi-coil data only (one coil has no maps to carry the phase).
     svt_r_init
         Initial ``r`` of the uniform threshold ``sigmoid(r) sigma_1``; PASS starts at the
         same threshold.
@@ -94,6 +106,7 @@ class PASSNetConfig:
     start: str = "adjoint"
     start_iterations: int = 50
     zero_init_residual: bool = True
+    phase_reference: str = "none"
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -111,6 +124,8 @@ class PASSNetConfig:
             raise bad("step_param", f"must be one of {STEP_PARAMS}")
         if self.start not in STARTS:
             raise bad("start", f"must be one of {STARTS}")
+        if self.phase_reference not in PHASE_REFERENCES:
+            raise bad("phase_reference", f"must be one of {PHASE_REFERENCES}")
         if not isinstance(self.zero_init_residual, bool):
             raise bad("zero_init_residual", "must be true or false")
         for name in ("mu_init", "svt_r_init", "fixed_fusion_weight", "svd_eps_rel", "pe_base"):
@@ -408,9 +423,15 @@ class PASSNet(nn.Module):
 
     def refine(self, op: EncodingOp, kspace: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The learned stages from a first estimate ``x`` (e.g. a start computed ahead)."""
+        phase = None
+        if self.config.phase_reference == "lowres" and op.coils is not None:
+            phase = lowres_phase(x.detach())  # (B, H, W), |phase| = 1
+            # A x = A' (x conj(phase)) with maps' = maps phase: same data term, smooth phase out
+            op = op.with_map_phase(phase)
+            x = x * phase[:, None].conj()
         for stage in self.stages:
             x = stage(x, op, kspace)
-        return x
+        return x if phase is None else x * phase[:, None]
 
     def start(self, op: EncodingOp, kspace: torch.Tensor) -> torch.Tensor:
         """The first estimate ``x0`` (``config.start``); no gradient flows through it."""
@@ -420,6 +441,15 @@ class PASSNet(nn.Module):
         if self.config.start == "llr":
             return llr(op, kspace, n_iter=n_iter, normalised=True).to(kspace.dtype)
         return lplus_s(op, kspace, n_iter=n_iter, tol=0.0, normalised=True).to(kspace.dtype)
+
+
+def lowres_phase(x: torch.Tensor, block: int = LOWRES_BLOCK) -> torch.Tensor:
+    """``(B, H, W)`` unit phase of the low-resolution time average of ``x`` ``(B, T, H, W)``
+    (the central ``block x block`` k-space, Hann-windowed, as the chain's coil maps take their
+    phase); 1 where that image is 0."""
+    low = lowres_images(fft2c(x.mean(dim=1)), block)
+    mag = low.abs()
+    return torch.where(mag > 0, low / mag.clamp(min=1e-30), torch.ones_like(low))
 
 
 def count_parameters(model: nn.Module) -> int:

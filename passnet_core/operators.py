@@ -9,6 +9,7 @@ multi-coil k-space ``(B, C, T, H, W)``, masks ``(T, H, W)`` or ``(B, T, H, W)``,
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -147,6 +148,15 @@ class EncodingOp(LinearOperator):
     @property
     def multicoil(self) -> bool:
         return self.coils is not None
+
+    def with_map_phase(self, phase: torch.Tensor) -> EncodingOp:
+        """The same sampling with the coil maps times ``phase`` ``(B, H, W)``: it encodes
+        ``x conj(phase)`` as this operator encodes ``x`` (for unit ``phase``)."""
+        if self.coils is None:
+            raise ValueError("with_map_phase needs coil maps (multi-coil data)")
+        rotated = copy.copy(self)
+        rotated.coils = CoilOp(self.coils.maps[:, :, 0] * phase[:, None])
+        return rotated
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.coils is not None:

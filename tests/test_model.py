@@ -293,3 +293,29 @@ def test_cpu_conv3d_matches_stock_conv_in_values_and_gradients(c_in, c_out, shap
         conv64, torch.randn(1, c_in, 2, 3, 3, dtype=torch.float64, requires_grad=True)
     )
     assert set(conv.state_dict()) == set(torch.nn.Conv3d(c_in, c_out, 3).state_dict())
+
+
+def _turn_error(reference: str, phase: torch.Tensor) -> float:
+    """How far the output of ``maps * phase`` is from the output of ``maps`` times conj(phase)."""
+    _, kspace, mask, maps = _problem(b=1, t=3, h=16, w=16, coils=3, seed=4)
+    torch.manual_seed(0)
+    config = PASSNetConfig(n_stages=2, channels=4, zero_init_residual=False)
+    model = PASSNet(dataclasses.replace(config, phase_reference=reference))
+    with torch.no_grad():
+        out = model(kspace, mask, maps)
+        turned = model(kspace, mask, maps * phase[None, None])
+    return float((turned - out * phase.conj()[None, None]).abs().max() / out.abs().max())
+
+
+def test_lowres_phase_reference_makes_the_stages_blind_to_the_image_phase():
+    # Maps are defined up to a phase: maps * p gives the same k-space from images x * conj(p).
+    # With the low-resolution phase taken out, the output turns with a constant p exactly; the
+    # convolutions alone (on real and imaginary parts) do not, even untrained.
+    constant = torch.exp(1j * torch.tensor(2.0)) * torch.ones(16, 16, dtype=torch.complex64)
+    assert _turn_error("lowres", constant) < 1e-5 < 1e-3 < _turn_error("none", constant)
+
+
+def test_phase_reference_is_validated_and_old_configs_keep_none():
+    assert PASSNetConfig.from_dict({}).phase_reference == "none"
+    with pytest.raises(ValueError, match="phase_reference"):
+        PASSNetConfig(phase_reference="coil")

@@ -97,7 +97,11 @@ def test_pretrain_runs_the_first_stage_once_and_starts_from_its_weights(tmp_path
     raw["run"].update(out_dir=str(first_out), max_steps_per_epoch=2)
     first_yaml = tmp_path / "first.yaml"
     first_yaml.write_text(yaml.safe_dump(raw))
-    second = [f"run.pretrain={first_yaml}", "optim.epochs=1", "run.max_steps_per_epoch=1"]
+    # as the shipped recipe: the second stage switches the phase reference on
+    second = [
+        f"run.pretrain={first_yaml}", "optim.epochs=1", "run.max_steps_per_epoch=1",
+        "model.phase_reference=lowres",
+    ]  # fmt: skip
     caplog.set_level("INFO", logger="training.train")
     train(load_config(TINY, [*second, f"run.out_dir={tmp_path / 'a'}"]))
     assert (first_out / BEST_WEIGHTS_NAME).is_file() and "training " in caplog.text
@@ -114,3 +118,5 @@ def test_pretrain_runs_the_first_stage_once_and_starts_from_its_weights(tmp_path
         assert torch.allclose(value, first[name], atol=1e-6), name
     with pytest.raises(ValueError, match="keep one"):
         load_config(TINY, [*second, "run.init_weights=w.safetensors"])
+    with pytest.raises(ValueError, match="differs from the configured"):  # other parameters
+        train(load_config(TINY, [*second, f"run.out_dir={tmp_path / 'c'}", "model.channels=3"]))

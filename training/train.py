@@ -15,6 +15,7 @@ training volumes are split with a ``DistributedSampler``, and only rank 0 valida
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import logging
@@ -514,7 +515,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     model = PASSNet(cfg.model).to(ctx.device)
     if init_weights:
         initial = load_weights(init_weights, map_location="cpu")
-        if initial.config != cfg.model:
+        # the phase reference changes what the stages see, not their parameters: a second
+        # stage may switch it on (training/configs/chain_files.yaml)
+        if dataclasses.replace(initial.config, phase_reference=cfg.model.phase_reference) != (
+            cfg.model
+        ):
             raise ValueError(
                 f"start weights {init_weights}: its model {initial.config} differs from "
                 f"the configured {cfg.model}"
