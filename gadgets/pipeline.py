@@ -21,7 +21,7 @@ from passnet_core import bart, methods
 from passnet_core.coilmaps import espirit_kernel, estimate_coil_maps
 from passnet_core.inference import cached_model, reconstruct
 from passnet_core.model import PASSNet
-from passnet_core.operators import EncodingOp, encoding, zero_filled
+from passnet_core.operators import EncodingOp, encoding, normalise, zero_filled
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ReconEngine:
             # The data scaled as the project's own methods scale them (max |A^H d|), so one
             # lambda means the same on every file; BART's own estimate does not (bart.pics).
             k_t, op = encoding(kspace[None], mask, sens[None])
-            data_scale = float(zero_filled(op, k_t).abs().max())
+            data_scale = float(normalise(op, k_t).scale[0])
             images = pics(kspace, mask, sens, regulariser, data_scale=data_scale or None)
             return images, f"BART pics LLR (lambda {self.bart_lambda:g})"
         k = torch.from_numpy(kspace)[None] if coil_maps is not None else torch.from_numpy(kspace)

@@ -266,11 +266,13 @@ def _lowres_phase(maps: torch.Tensor, k: torch.Tensor, calib: int) -> torch.Tens
     phase. Magnitudes, and every phase-blind method (L+S, LLR, zero-filled magnitudes, BART
     LLR), are unchanged.
     """
-    combined = (maps.conj() * lowres_images(k, calib)).sum(0)
-    phase = torch.where(
-        combined.abs() > 0, combined / combined.abs().clamp(min=1e-30), torch.ones_like(combined)
-    )
-    return maps * phase
+    return maps * unit_phase((maps.conj() * lowres_images(k, calib)).sum(0))
+
+
+def unit_phase(z: torch.Tensor) -> torch.Tensor:
+    """``z / |z|``, and 1 where ``z`` is 0."""
+    mag = z.abs()
+    return torch.where(mag > 0, z / mag.clamp(min=1e-30), torch.ones_like(z))
 
 
 def _espirit(

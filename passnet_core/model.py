@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from passnet_core.baselines import llr, lplus_s
-from passnet_core.coilmaps import lowres_images
+from passnet_core.coilmaps import lowres_images, unit_phase
 from passnet_core.conv import Conv3d
 from passnet_core.fft import fft2c
 from passnet_core.operators import EncodingOp, validate_inputs, zero_filled
@@ -447,9 +447,7 @@ def lowres_phase(x: torch.Tensor, block: int = LOWRES_BLOCK) -> torch.Tensor:
     """``(B, H, W)`` unit phase of the low-resolution time average of ``x`` ``(B, T, H, W)``
     (the central ``block x block`` k-space, Hann-windowed, as the chain's coil maps take their
     phase); 1 where that image is 0."""
-    low = lowres_images(fft2c(x.mean(dim=1)), block)
-    mag = low.abs()
-    return torch.where(mag > 0, low / mag.clamp(min=1e-30), torch.ones_like(low))
+    return unit_phase(lowres_images(fft2c(x.mean(dim=1)), block))
 
 
 def count_parameters(model: nn.Module) -> int:
