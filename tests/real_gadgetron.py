@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import ismrmrd
@@ -166,11 +166,13 @@ def replay(
     group: str = "passnet",
     timeout: float = 300,
     host: str = "127.0.0.1",
+    server_log: Callable[[], str] | None = None,
 ) -> str:
     """Replay a copy of ``source`` with ``gadgetron_ismrmrd_client``; retries only its race.
 
     The client opens its input for writing, so it always gets a copy. Returns its output;
-    raises ``AssertionError`` with that output on any other failure.
+    raises ``AssertionError`` with that output, and the tail of ``server_log()`` where given
+    (what the server saw when a client is reset is only in its log), on any other failure.
     """
     for attempt in range(1, ATTEMPTS + 1):
         copy = scratch / f"in_{attempt}_{source.name}"
@@ -187,8 +189,9 @@ def replay(
             return output
         race = any(sign in output for sign in RACE_SIGNS) and "Unknown Message ID" not in output
         if attempt == ATTEMPTS or not race:
+            server = f"\nserver log (tail):\n{server_log()[-4000:]}" if server_log else ""
             raise AssertionError(
-                f"gadgetron_ismrmrd_client failed (exit {run.returncode}):\n{output}"
+                f"gadgetron_ismrmrd_client failed (exit {run.returncode}):\n{output}{server}"
             )
     raise AssertionError("unreachable")
 

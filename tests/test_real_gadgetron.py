@@ -167,7 +167,15 @@ def test_chain_in_real_gadgetron_equals_passnet_recon(gadgetron, chain, file_fix
     scratch = gadgetron.scratch / f"{Path(chain).stem}_{file_fixture}"
     scratch.mkdir()
     out = scratch / "gadgetron.h5"
-    output = replay(gadgetron.client, gadgetron.server.port, source, out, scratch, chain)
+    output = replay(
+        gadgetron.client,
+        gadgetron.server.port,
+        source,
+        out,
+        scratch,
+        chain,
+        server_log=gadgetron.server.log,
+    )
     assert "Unknown Message ID" not in output
     got, got_keys = read_images(out, "passnet")
     want, want_keys = recon_images(source, gadgetron.chains[chain], scratch / "recon.h5")
@@ -185,7 +193,14 @@ def test_a_header_of_another_ismrmrd_release_is_refused_by_gadgetron_not_by_us(
     scratch.mkdir()
     out = scratch / "gadgetron.h5"
     before = len(gadgetron.server.log())
-    replay(gadgetron.client, gadgetron.server.port, generator_original, out, scratch)
+    replay(
+        gadgetron.client,
+        gadgetron.server.port,
+        generator_original,
+        out,
+        scratch,
+        server_log=gadgetron.server.log,
+    )
     assert not out.exists()  # no image came back: the client wrote no file
     deadline = time.monotonic() + 30
     while "does not match library schema" not in gadgetron.server.log()[before:]:
@@ -251,7 +266,15 @@ def test_two_workers_reconstruct_every_slice_once_with_the_chains_settings(
     coordinator, workers = cluster
     chain = "passnet_distributed.xml"
     out = tmp_path / "out.h5"
-    replay(gadgetron.client, coordinator.port, multislice_file, out, tmp_path, chain)
+    replay(
+        gadgetron.client,
+        coordinator.port,
+        multislice_file,
+        out,
+        tmp_path,
+        chain,
+        server_log=coordinator.log,
+    )
     got, keys = read_images(out, "passnet")
     want, want_keys = recon_images(multislice_file, gadgetron.chains[chain], tmp_path / "r.h5")
     assert keys == want_keys and len({s for s, _ in keys}) == 3  # every slice, once
@@ -297,7 +320,15 @@ def _python_steps(server: GadgetronServer) -> list[str]:
 def _still_serves(gadgetron, server: GadgetronServer, cine_file: Path, scratch: Path) -> None:
     """The next client gets its images from the same server."""
     out = scratch / "next_client.h5"
-    replay(gadgetron.client, server.port, cine_file, out, scratch, "passnet_raw.xml")
+    replay(
+        gadgetron.client,
+        server.port,
+        cine_file,
+        out,
+        scratch,
+        "passnet_raw.xml",
+        server_log=server.log,
+    )
     assert read_images(out, "passnet")[0].shape[0] == 8
 
 
@@ -321,7 +352,15 @@ def test_a_slice_that_fails_costs_only_that_slice(
     broken = _with_broken_slice(multislice_file, tmp_path / "broken.h5", broken=1)
     before = len(gadgetron.server.log())
     out = tmp_path / "out.h5"
-    replay(gadgetron.client, gadgetron.server.port, broken, out, tmp_path, chain)
+    replay(
+        gadgetron.client,
+        gadgetron.server.port,
+        broken,
+        out,
+        tmp_path,
+        chain,
+        server_log=gadgetron.server.log,
+    )
     _, keys = read_images(out, "passnet")
     assert sorted({s for s, _ in keys}) == [0, 2] and len(keys) == 2 * 6
     _wait_for(gadgetron.server, "slice 1 failed", before)
@@ -426,7 +465,7 @@ def _without_noise_scans(source: Path, target: Path) -> Path:
 
 def _images(gadgetron, server: GadgetronServer, source: Path, chain: str, scratch: Path):
     out = scratch / f"{Path(chain).stem}_{source.stem}.h5"
-    replay(gadgetron.client, server.port, source, out, scratch, chain)
+    replay(gadgetron.client, server.port, source, out, scratch, chain, server_log=server.log)
     if not out.exists():  # the client writes no file when no image came back
         return np.zeros((0, 0, 0)), []
     return read_images(out, "passnet")
