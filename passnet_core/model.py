@@ -34,6 +34,9 @@ SHRINKAGES = ("pass", "uniform_svt")
 STEP_PARAMS = ("softplus", "relu")
 FUSIONS = ("lsaf", "fixed")
 STARTS = ("adjoint", "lplus_s", "llr")
+# Settings that change what the stages are given, not their parameters: weights trained
+# with one may be fine-tuned with another (training.train, run.init_weights)
+INPUT_SETTINGS = ("start_iterations", "start_lambda", "phase_reference")
 PHASE_REFERENCES = ("none", "lowres")
 LOWRES_BLOCK = 24  # side of the k-space centre of lowres_phase (the chain maps' calibration block)
 
@@ -70,6 +73,11 @@ class PASSNetConfig:
         ``"llr"`` (locally low rank), both from :mod:`passnet_core.baselines`.
     start_iterations
         Iterations of the classical start (ignored for ``"adjoint"``).
+    start_lambda
+        Block singular value threshold of the ``"llr"`` start (normalised data, as
+        :func:`passnet_core.baselines.llr`). The default 0.05 is what every weight file
+        before this setting was trained with; the stages learn on the start they are given,
+        so a file keeps its own.
     zero_init_residual
         Start the last convolution of ``Phi^H`` and ``Psi^H`` at zero, so an untrained stage
         is exactly a gradient step (no random conv noise added to the image). Affects
@@ -105,6 +113,7 @@ class PASSNetConfig:
     pe_base: float = 10000.0
     start: str = "adjoint"
     start_iterations: int = 50
+    start_lambda: float = 0.05
     zero_init_residual: bool = True
     phase_reference: str = "none"
 
@@ -128,6 +137,9 @@ class PASSNetConfig:
             raise bad("phase_reference", f"must be one of {PHASE_REFERENCES}")
         if not isinstance(self.zero_init_residual, bool):
             raise bad("zero_init_residual", "must be true or false")
+        lam = self.start_lambda
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam < math.inf:
+            raise bad("start_lambda", "must be a number >= 0")
         for name in ("mu_init", "svt_r_init", "fixed_fusion_weight", "svd_eps_rel", "pe_base"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -439,7 +451,8 @@ class PASSNet(nn.Module):
         if self.config.start == "adjoint":
             return zero_filled(op, kspace)
         if self.config.start == "llr":
-            return llr(op, kspace, n_iter=n_iter, normalised=True).to(kspace.dtype)
+            lam = float(self.config.start_lambda)
+            return llr(op, kspace, lam, n_iter=n_iter, normalised=True).to(kspace.dtype)
         return lplus_s(op, kspace, n_iter=n_iter, tol=0.0, normalised=True).to(kspace.dtype)
 
 

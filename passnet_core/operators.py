@@ -96,6 +96,8 @@ class SamplingOp(LinearOperator):
         self.spatial_shape = (int(mask.shape[-2]), int(mask.shape[-1]))
         m = mask if mask.ndim == 4 else mask.unsqueeze(0)
         self.mask = m.unsqueeze(1) if coil_axis else m
+        # Phase-encode lines: every readout column holds the same (T, H) pattern
+        self.lines = bool((self.mask == self.mask[..., :1]).all())
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.mask.to(x.device, x.real.dtype)
@@ -157,6 +159,21 @@ class EncodingOp(LinearOperator):
         rotated = copy.copy(self)
         rotated.coils = CoilOp(self.coils.maps[:, :, 0] * phase[:, None])
         return rotated
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """``A^H A x``; for line sampling with one 1-D FFT per coil image instead of two 2-D.
+
+        When the mask does not vary along the readout (W), ``F^H U F`` is a per-column
+        filter along H: the readout FFT and its inverse cancel. The centring shifts cancel
+        too (a circular convolution commutes with rolls) once the mask is ifftshifted.
+        """
+        if not self.sampling.lines:
+            return super().normal(x)
+        self._check(x, "normal")
+        line_mask = torch.fft.ifftshift(self.sampling.mask[..., :1], dim=-2)
+        y = self.coils.forward(x) if self.coils is not None else x
+        y = torch.fft.ifft(torch.fft.fft(y, dim=-2) * line_mask.to(y.device, y.real.dtype), dim=-2)
+        return self.coils.adjoint(y) if self.coils is not None else y
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.coils is not None:

@@ -80,6 +80,26 @@ def test_llr_shrink_without_threshold_is_identity_for_any_size_and_shift():
         torch.testing.assert_close(_llr_shrink(x, 0.0, 8, shift), x, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("block,frames", [(4, 6), (2, 6)], ids=["tall", "wide"])
+def test_llr_shrink_is_singular_value_soft_thresholding_of_every_block(block, frames):
+    # Reference: an SVD of each (shifted) block, singular values minus lambda, floored at 0.
+    # "wide": 4 x 6 blocks, so the T x T Gram has exact zero eigenvalues.
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, frames, 8, 8, dtype=torch.complex64, generator=g)
+    x[..., :4, :4] = 0  # all-zero blocks too
+    lam, shift = 1.5, (1, 3)
+    rolled = torch.roll(x, shifts=shift, dims=(2, 3))
+    expected = torch.empty_like(rolled)
+    for i in range(0, 8, block):
+        for j in range(0, 8, block):
+            casorati = rolled[0, :, i : i + block, j : j + block].reshape(frames, -1).T
+            u, sv, vh = torch.linalg.svd(casorati.to(torch.complex128), full_matrices=False)
+            shrunk = (u * (sv - lam).clamp(min=0)) @ vh
+            expected[0, :, i : i + block, j : j + block] = shrunk.T.reshape(frames, block, block)
+    expected = torch.roll(expected, shifts=(-shift[0], -shift[1]), dims=(2, 3))
+    torch.testing.assert_close(_llr_shrink(x, lam, block, shift), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_llr_shrink_makes_every_block_low_rank():
     g = torch.Generator().manual_seed(2)
     x = torch.randn(1, 6, 16, 16, dtype=torch.complex64, generator=g)

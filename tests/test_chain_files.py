@@ -57,6 +57,19 @@ def test_a_sample_is_what_the_chain_feeds_the_network(tmp_path):
     assert error(sample["start"]) < 0.5 * error(zero_filled(op, units.kspace)[0])
 
 
+def test_the_cache_name_changes_with_every_start_setting():
+    import dataclasses
+
+    draw = _space().draw(5)
+    names = {
+        chain_files.cache_name(draw, dataclasses.replace(SMALL, **change))
+        for change in ({}, {"start_lambda": 0.02}, {"start_iterations": 11}, {"start": "lplus_s"})
+    }
+    assert len(names) == 4
+    # what the stages do with the start is not part of it
+    assert chain_files.cache_name(draw, dataclasses.replace(SMALL, channels=8)) in names
+
+
 def test_file_space_refuses_what_a_scanner_file_cannot_hold():
     with pytest.raises(ValueError, match="radial-8.*Cartesian line masks"):
         _space(masks=("radial-8",))

@@ -151,12 +151,15 @@ def test_untrained_network_with_warm_start_is_the_classical_start_plus_gradient_
     image, kspace, mask, maps = _problem(1, 4, 16, 16, coils=3)
     op = EncodingOp(mask, maps)
     kspace = normalise(op, kspace).kspace  # the network's input units
-    config = PASSNetConfig(n_stages=2, channels=4, start=start, start_iterations=3, mu_init=0.5)
+    config = PASSNetConfig(
+        n_stages=2, channels=4, start=start, start_iterations=3, start_lambda=0.2, mu_init=0.5
+    )  # start_lambda: not the default of either the model or baselines.llr
     model = PASSNet(config)
     with torch.no_grad():
         out = model(kspace, mask, maps)
     classical = {"lplus_s": lplus_s, "llr": llr}[start]
-    x = classical(op, kspace, n_iter=3, **({"tol": 0.0} if start == "lplus_s" else {}))
+    settings = {"lplus_s": {"tol": 0.0}, "llr": {"lambda_b": config.start_lambda}}[start]
+    x = classical(op, kspace, n_iter=3, **settings)
     for _ in range(2):  # zero-initialised residual branches: each stage is a plain step
         x = x - 0.5 * op.adjoint(op.forward(x) - kspace)
     torch.testing.assert_close(out, x, rtol=1e-4, atol=1e-5)
@@ -252,6 +255,9 @@ def test_ablations_and_config_roundtrip():
         {"fixed_fusion_weight": 1.5},
         {"mu_init": float("nan")},
         {"svd_eps_rel": -1.0},
+        {"start_lambda": -0.1},
+        {"start_lambda": float("nan")},
+        {"start_lambda": True},
     ],
 )
 def test_config_validation(kwargs):
@@ -317,5 +323,6 @@ def test_lowres_phase_reference_makes_the_stages_blind_to_the_image_phase():
 
 def test_phase_reference_is_validated_and_old_configs_keep_none():
     assert PASSNetConfig.from_dict({}).phase_reference == "none"
+    assert PASSNetConfig.from_dict({}).start_lambda == 0.05  # what older files were trained on
     with pytest.raises(ValueError, match="phase_reference"):
         PASSNetConfig(phase_reference="coil")

@@ -132,3 +132,29 @@ def test_fft_used_in_inference_mode_still_supports_autograd_afterwards():
     x = random_complex((2, 6, 10), seed=1).requires_grad_()
     ifft2c(fft2c(x)).abs().sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("h", [10, 9], ids=["even_H", "odd_H"])
+@pytest.mark.parametrize("multicoil", [True, False], ids=["multi", "single"])
+def test_normal_of_line_sampling_equals_adjoint_of_forward(h, multicoil):
+    # Phase-encode lines (the same (T, H) pattern in every readout column) take the 1-D path
+    g = torch.Generator().manual_seed(5)
+    lines = (torch.rand(B, T, h, 1, generator=g) < 0.4).float().expand(B, T, h, W)
+    maps = random_complex((B, C, h, W), seed=6) if multicoil else None
+    op = EncodingOp(lines, maps)
+    assert op.sampling.lines
+    x = random_complex((B, T, h, W), seed=7, dtype=torch.complex128)
+    torch.testing.assert_close(op.normal(x), op.adjoint(op.forward(x)), rtol=1e-10, atol=1e-10)
+
+
+def test_normal_of_scattered_sampling_takes_the_general_path():
+    op = EncodingOp(_mask(True), _maps())
+    assert not op.sampling.lines
+    x = random_complex((B, T, H, W), seed=8, dtype=torch.complex128)
+    torch.testing.assert_close(op.normal(x), op.adjoint(op.forward(x)), rtol=1e-12, atol=1e-12)
+
+
+def test_normal_of_line_sampling_checks_the_shape():
+    lines = _mask(True)[..., :1].expand(B, T, H, W)
+    with pytest.raises(ValueError, match="trailing shape"):
+        EncodingOp(lines, _maps()).normal(random_complex((B, T, H, W + 1), seed=9))

@@ -97,10 +97,11 @@ def test_pretrain_runs_the_first_stage_once_and_starts_from_its_weights(tmp_path
     raw["run"].update(out_dir=str(first_out), max_steps_per_epoch=2)
     first_yaml = tmp_path / "first.yaml"
     first_yaml.write_text(yaml.safe_dump(raw))
-    # as the shipped recipe: the second stage switches the phase reference on
+    # as the shipped recipe: the second stage switches the phase reference on and changes
+    # the start (what the stages are given, not their parameters)
     second = [
         f"run.pretrain={first_yaml}", "optim.epochs=1", "run.max_steps_per_epoch=1",
-        "model.phase_reference=lowres",
+        "model.phase_reference=lowres", "model.start_lambda=0.02", "model.start_iterations=3",
     ]  # fmt: skip
     caplog.set_level("INFO", logger="training.train")
     train(load_config(TINY, [*second, f"run.out_dir={tmp_path / 'a'}"]))

@@ -125,7 +125,13 @@ class FileSpace:
 
 def _start_settings(config: PASSNetConfig) -> dict[str, object]:
     """What the cached start depends on."""
-    return {"start": config.start, "start_iterations": config.start_iterations}
+    settings: dict[str, object] = {
+        "start": config.start,
+        "start_iterations": config.start_iterations,
+    }
+    if config.start == "llr":  # the only start with a threshold setting
+        settings["start_lambda"] = config.start_lambda
+    return settings
 
 
 def cache_name(draw: FileDraw, config: PASSNetConfig) -> str:

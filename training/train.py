@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from passnet_core import metrics
 from passnet_core.inference import resolve_device
-from passnet_core.model import PASSNet
+from passnet_core.model import INPUT_SETTINGS, PASSNet
 from passnet_core.operators import EncodingOp, zero_filled
 from passnet_core.weights import load_weights, save_weights
 from training import chain_files, loaders
@@ -515,11 +515,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     model = PASSNet(cfg.model).to(ctx.device)
     if init_weights:
         initial = load_weights(init_weights, map_location="cpu")
-        # the phase reference changes what the stages see, not their parameters: a second
-        # stage may switch it on (training/configs/chain_files.yaml)
-        if dataclasses.replace(initial.config, phase_reference=cfg.model.phase_reference) != (
-            cfg.model
-        ):
+        # a second stage may change what the stages are given (training/configs/
+        # chain_files.yaml: phase reference, start), not their parameters
+        given = {name: getattr(cfg.model, name) for name in INPUT_SETTINGS}
+        if dataclasses.replace(initial.config, **given) != cfg.model:
             raise ValueError(
                 f"start weights {init_weights}: its model {initial.config} differs from "
                 f"the configured {cfg.model}"
