@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from passnet_core.baselines import llr, lplus_s
+from passnet_core.baselines import LLR_INITS, llr, lplus_s
 from passnet_core.coilmaps import lowres_images, unit_phase
 from passnet_core.conv import Conv3d
 from passnet_core.fft import fft2c
@@ -36,7 +36,7 @@ FUSIONS = ("lsaf", "fixed")
 STARTS = ("adjoint", "lplus_s", "llr")
 # Settings that change what the stages are given, not their parameters: weights trained
 # with one may be fine-tuned with another (training.train, run.init_weights)
-INPUT_SETTINGS = ("start_iterations", "start_lambda", "phase_reference")
+INPUT_SETTINGS = ("start_iterations", "start_lambda", "start_init", "phase_reference")
 PHASE_REFERENCES = ("none", "lowres")
 LOWRES_BLOCK = 24  # side of the k-space centre of lowres_phase (the chain maps' calibration block)
 
@@ -78,6 +78,10 @@ class PASSNetConfig:
         :func:`passnet_core.baselines.llr`). The default 0.05 is what every weight file
         before this setting was trained with; the stages learn on the start they are given,
         so a file keeps its own.
+    start_init
+        First iterate of the ``"llr"`` start (:data:`passnet_core.baselines.LLR_INITS`):
+        ``"adjoint"`` (``A^H d``, what weight files before this setting were trained with) or
+        ``"shared"`` (the data-shared time average, which converges in half the iterations).
     zero_init_residual
         Start the last convolution of ``Phi^H`` and ``Psi^H`` at zero, so an untrained stage
         is exactly a gradient step (no random conv noise added to the image). Affects
@@ -114,6 +118,7 @@ class PASSNetConfig:
     start: str = "adjoint"
     start_iterations: int = 50
     start_lambda: float = 0.05
+    start_init: str = "adjoint"
     zero_init_residual: bool = True
     phase_reference: str = "none"
 
@@ -133,6 +138,8 @@ class PASSNetConfig:
             raise bad("step_param", f"must be one of {STEP_PARAMS}")
         if self.start not in STARTS:
             raise bad("start", f"must be one of {STARTS}")
+        if self.start_init not in LLR_INITS:
+            raise bad("start_init", f"must be one of {LLR_INITS}")
         if self.phase_reference not in PHASE_REFERENCES:
             raise bad("phase_reference", f"must be one of {PHASE_REFERENCES}")
         if not isinstance(self.zero_init_residual, bool):
@@ -452,7 +459,8 @@ class PASSNet(nn.Module):
             return zero_filled(op, kspace)
         if self.config.start == "llr":
             lam = float(self.config.start_lambda)
-            return llr(op, kspace, lam, n_iter=n_iter, normalised=True).to(kspace.dtype)
+            x0 = llr(op, kspace, lam, n_iter, normalised=True, init=self.config.start_init)
+            return x0.to(kspace.dtype)
         return lplus_s(op, kspace, n_iter=n_iter, tol=0.0, normalised=True).to(kspace.dtype)
 
 

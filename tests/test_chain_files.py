@@ -63,9 +63,12 @@ def test_the_cache_name_changes_with_every_start_setting():
     draw = _space().draw(5)
     names = {
         chain_files.cache_name(draw, dataclasses.replace(SMALL, **change))
-        for change in ({}, {"start_lambda": 0.02}, {"start_iterations": 11}, {"start": "lplus_s"})
-    }
-    assert len(names) == 4
+        for change in (
+            {}, {"start_lambda": 0.02}, {"start_iterations": 11}, {"start": "lplus_s"},
+            {"start_init": "shared"},
+        )
+    }  # fmt: skip
+    assert len(names) == 5
     # what the stages do with the start is not part of it
     assert chain_files.cache_name(draw, dataclasses.replace(SMALL, channels=8)) in names
 

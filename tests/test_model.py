@@ -143,8 +143,10 @@ def test_fully_sampled_single_coil_x0_is_the_image():
     assert residual.abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("start", ["lplus_s", "llr"])
-def test_untrained_network_with_warm_start_is_the_classical_start_plus_gradient_steps(start):
+@pytest.mark.parametrize(
+    ("start", "init"), [("lplus_s", "adjoint"), ("llr", "adjoint"), ("llr", "shared")]
+)
+def test_untrained_network_with_a_warm_start_is_that_start_plus_gradient_steps(start, init):
     from passnet_core.baselines import llr, lplus_s
     from passnet_core.operators import normalise
 
@@ -152,13 +154,15 @@ def test_untrained_network_with_warm_start_is_the_classical_start_plus_gradient_
     op = EncodingOp(mask, maps)
     kspace = normalise(op, kspace).kspace  # the network's input units
     config = PASSNetConfig(
-        n_stages=2, channels=4, start=start, start_iterations=3, start_lambda=0.2, mu_init=0.5
-    )  # start_lambda: not the default of either the model or baselines.llr
+        n_stages=2, channels=4, start=start, start_iterations=3, start_lambda=0.2, mu_init=0.5,
+        start_init=init,
+    )  # fmt: skip  # start_lambda: not the default of either the model or baselines.llr
     model = PASSNet(config)
     with torch.no_grad():
         out = model(kspace, mask, maps)
     classical = {"lplus_s": lplus_s, "llr": llr}[start]
-    settings = {"lplus_s": {"tol": 0.0}, "llr": {"lambda_b": config.start_lambda}}[start]
+    settings = {"lplus_s": {"tol": 0.0}, "llr": {"lambda_b": config.start_lambda, "init": init}}
+    settings = settings[start]
     x = classical(op, kspace, n_iter=3, **settings)
     for _ in range(2):  # zero-initialised residual branches: each stage is a plain step
         x = x - 0.5 * op.adjoint(op.forward(x) - kspace)
@@ -258,6 +262,7 @@ def test_ablations_and_config_roundtrip():
         {"start_lambda": -0.1},
         {"start_lambda": float("nan")},
         {"start_lambda": True},
+        {"start_init": "zeros"},
     ],
 )
 def test_config_validation(kwargs):
@@ -324,5 +329,6 @@ def test_lowres_phase_reference_makes_the_stages_blind_to_the_image_phase():
 def test_phase_reference_is_validated_and_old_configs_keep_none():
     assert PASSNetConfig.from_dict({}).phase_reference == "none"
     assert PASSNetConfig.from_dict({}).start_lambda == 0.05  # what older files were trained on
+    assert PASSNetConfig.from_dict({}).start_init == "adjoint"
     with pytest.raises(ValueError, match="phase_reference"):
         PASSNetConfig(phase_reference="coil")

@@ -129,8 +129,9 @@ def _start_settings(config: PASSNetConfig) -> dict[str, object]:
         "start": config.start,
         "start_iterations": config.start_iterations,
     }
-    if config.start == "llr":  # the only start with a threshold setting
+    if config.start == "llr":  # the only start with a threshold and a first iterate
         settings["start_lambda"] = config.start_lambda
+        settings["start_init"] = config.start_init
     return settings
 
 
