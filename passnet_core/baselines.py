@@ -88,7 +88,7 @@ def lplus_s(
 
         L = SVT(M - S, lambda_l * sigma_1)
         S = F_t^-1 soft(F_t (M - L_previous), lambda_s)
-        M = L + S - A^H (A (L + S) - d)
+        M = L + S - (A^H A (L + S) - A^H d)
 
     stopping when ``||M - M_previous|| < tol * ||M_previous||`` or after ``n_iter``.
 
@@ -123,7 +123,7 @@ def lplus_s(
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol!r}")
     units = _in_units(op, kspace, normalised)
-    m, d = units.image, units.kspace
+    m = adjoint_data = units.image
     low_rank_prev = m
     sparse = torch.zeros_like(m)
     with torch.no_grad():
@@ -132,7 +132,7 @@ def lplus_s(
             low_rank = _svt(m - sparse, lambda_l)
             sparse = _temporal_soft_threshold(m - low_rank_prev, lambda_s)
             estimate = low_rank + sparse
-            m = estimate - op.adjoint(op.forward(estimate) - d)
+            m = estimate - (op.normal(estimate) - adjoint_data)
             low_rank_prev = low_rank
             if monitor is not None:
                 monitor(iteration + 1, units.restore(estimate))
@@ -179,20 +179,33 @@ def _llr_shrink(
 
 
 def shared_average(op: EncodingOp, kspace: torch.Tensor) -> torch.Tensor:
-    """The data-shared time average, repeated in every frame: ``(B, T, H, W)``.
+    """The data-shared time average of the acquired k-space, repeated in every frame.
 
     Every k-space sample is the mean over the frames that acquired it (zero where none did),
-    then coil-combined as ``A^H``. With masks that change from frame to frame (per-frame
-    random lines, golden-angle-like patterns) it fills most of k-space, which ``A^H d`` leaves
-    empty in every frame; with the same lines in every frame it is the mean of ``A^H d``.
+    then coil-combined as ``A^H`` does. With masks that change from frame to frame (per-frame
+    random lines) it fills most of the k-space that ``A^H d`` leaves empty in every frame;
+    with the same lines in every frame it is the time average of ``A^H d``.
+
+    Parameters
+    ----------
+    op
+        The encoding ``A``; its mask says which frame acquired which sample.
+    kspace
+        ``(B, T, H, W)`` or ``(B, C, T, H, W)``; values where the mask is 0 (e.g. the readout
+        columns of an asymmetric echo after oversampling removal) are ignored.
+
+    Returns
+    -------
+    torch.Tensor
+        Complex ``(B, T, H, W)``, the same image in every frame (a new tensor).
     """
-    mask = op.sampling.mask  # (B|1, [1,] T, H, W)
-    counts = mask.sum(dim=-3, keepdim=True).clamp(min=1)
-    average = kspace.sum(dim=-3, keepdim=True) / counts.to(kspace.real.dtype)
+    acquired = op.sampling.forward(kspace)  # zeros wherever the mask is 0
+    counts = op.sampling.mask.to(kspace.device, kspace.real.dtype).sum(dim=-3, keepdim=True)
+    average = acquired.sum(dim=-3, keepdim=True) / counts.clamp(min=1)
     image = ifft2c(average)
     if op.coils is not None:
         image = op.coils.adjoint(image)
-    return image.expand(-1, kspace.shape[-3], -1, -1)
+    return image.repeat(1, kspace.shape[-3], 1, 1)
 
 
 def llr(

@@ -13,6 +13,7 @@ from helpers import dynamic_phantom, normalise_maps, simulated_coil_maps
 
 from passnet_core import baselines, operators
 from passnet_core.baselines import _llr_shrink
+from passnet_core.fft import ifft2c
 from passnet_core.masks import vds_mask
 from passnet_core.metrics import psnr, ssim
 from passnet_core.operators import EncodingOp, encoding, normalise
@@ -231,6 +232,46 @@ def test_shared_average_recovers_a_static_object_that_the_frames_cover_together(
     assert shared.shape == (1, t, h, w)
     torch.testing.assert_close(shared, still, atol=1e-5, rtol=0)
     assert (zero_filled(kspace, mask, maps[None]) - still).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("coils", [None, 3])
+def test_shared_average_is_the_mean_over_the_frames_that_acquired_each_sample(coils):
+    # per-batch masks, lines acquired 0, 1 or several times, and data where the mask is 0
+    # (an asymmetric echo's empty readout columns after oversampling removal): ignored
+    b, t, h, w = 2, 5, 12, 10
+    g = torch.Generator().manual_seed(3)
+    mask = (torch.rand(b, t, h, 1, generator=g) < 0.4).float().expand(b, t, h, w).clone()
+    mask[:, :, 0] = 0  # a line no frame acquired
+    mask[:, :, 1] = 1  # a line every frame acquired
+    shape = (b, t, h, w) if coils is None else (b, coils, t, h, w)
+    kspace = torch.randn(shape, dtype=torch.complex64, generator=g)  # nonzero off the mask too
+    maps = None
+    if coils is not None:
+        maps = torch.randn(b, coils, h, w, dtype=torch.complex64, generator=g)
+    op = EncodingOp(mask, maps)
+    expected = torch.zeros(b, 1, h, w, dtype=torch.complex64)
+    for i in range(b):
+        acquired = mask[i] if coils is None else mask[i][None]
+        count = mask[i].sum(dim=0)
+        mean_k = (kspace[i] * acquired).sum(dim=-3) / count.clamp(min=1)
+        image = ifft2c(mean_k)
+        if maps is not None:
+            image = (maps[i].conj() * image).sum(dim=0)
+        expected[i, 0] = image
+    shared = baselines.shared_average(op, kspace)
+    assert shared.shape == (b, t, h, w) and shared.is_contiguous()
+    torch.testing.assert_close(shared, expected.expand(b, t, h, w), atol=1e-5, rtol=1e-5)
+
+
+def test_shared_average_of_the_same_lines_in_every_frame_is_the_mean_of_a_h_d(problem):
+    _, maps, _, _ = problem
+    lines = torch.zeros(T, H, 1)
+    lines[:, ::3] = 1
+    op = EncodingOp(lines.expand(T, H, W), maps)
+    g = torch.Generator().manual_seed(4)
+    kspace = torch.randn(1, C, T, H, W, dtype=torch.complex64, generator=g)
+    mean_adjoint = op.adjoint(kspace).mean(dim=1, keepdim=True).expand(1, T, H, W)
+    torch.testing.assert_close(baselines.shared_average(op, kspace), mean_adjoint)
 
 
 def test_llr_from_the_shared_average_is_closer_after_few_iterations(problem):

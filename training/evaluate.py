@@ -65,6 +65,8 @@ from training.tuning import (
 
 log = logging.getLogger(__name__)
 
+LLR_INIT_WORDS = {"shared": "the data-shared time average", "adjoint": "A^H d"}
+
 CLASSICAL = tuple(n for n in registry.EVALUATE_METHODS if registry.get(n).kind != "network")
 REUSE_TOLERANCE_DB = 0.01  # a reused method must reproduce its stored first-case PSNR this well
 
@@ -128,7 +130,8 @@ def _on_operator(reconstruction: Callable[..., torch.Tensor]) -> Recon:
 def describe_recipe(path: Path) -> str:
     """One line on how a weights file was trained, from its own metadata.
 
-    e.g. ``"5 stages from llr, pass, step softplus, 1500 steps (15 x 100), weights format 3"``.
+    e.g. ``"5 stages from llr (lambda 0.05, 60 iterations from A^H d), pass, step softplus,
+    1500 steps (15 x 100), weights format 3"``.
     """
     meta = read_metadata(path)
     config = stored_config(meta, path)
@@ -136,8 +139,14 @@ def describe_recipe(path: Path) -> str:
     epochs = training.get("optim", {}).get("epochs")
     per_epoch = training.get("run", {}).get("max_steps_per_epoch")
     steps = f"{epochs * per_epoch} steps ({epochs} x {per_epoch})" if epochs and per_epoch else ""
+    start = config.start
+    if start == "llr":
+        start += (
+            f" (lambda {config.start_lambda:g}, {config.start_iterations} iterations from "
+            f"{LLR_INIT_WORDS[config.start_init]})"
+        )
     parts = [
-        f"{config.n_stages} stages from {config.start}",
+        f"{config.n_stages} stages from {start}",
         config.shrinkage,
         f"step {config.step_param}",
         steps,
@@ -280,8 +289,9 @@ def _notes(
     notes.append(
         f"llr: locally low rank, {baselines.LLR_BLOCK} x {baselines.LLR_BLOCK} blocks, lambda "
         f"{baselines.LLR_LAMBDA}, {baselines.LLR_N_ITER} FISTA iterations with random block "
-        "shifts (passnet_core.baselines.llr): the shipped PASSNet's warm start, so `passnet − "
-        "llr` is what the learned stages add."
+        f"shifts from {LLR_INIT_WORDS[baselines.LLR_INIT]} (passnet_core.baselines.llr): the "
+        "chain's `llr` method; where it is the shipped PASSNet's warm start (its recipe, "
+        "below), `passnet − llr` is what the learned stages add."
     )
     recipes = []
     for name in ("passnet", "passnet-adjoint", "passnet-uniform"):
