@@ -33,15 +33,13 @@ LPLUSS_N_ITER = 60
 LPLUSS_TOL = 0.0
 LLR_BLOCK = 8  # block edge in pixels (BART's default)
 LLR_LAMBDA = 0.03  # block singular value threshold, absolute on data with max|A^H d| = 1
-LLR_N_ITER = 60
-LLR_INIT = "shared"  # first iterate: the data-shared time average (shared_average)
+LLR_N_ITER = 80
+LLR_INIT = "adjoint"  # first iterate: A^H d ("shared": the data-shared time average)
 # Chosen through the whole chain (estimated maps) on validation files of both bench phantoms,
-# R 6 and 8 (docs/method.md, "Warm start"). From A^H d, 0.03 / 80 had the best mean of a
-# 0.015-0.03 x 60-120 grid: the ellipses converge slowly, as the shrinkage alone has to build
-# up the k-space no frame acquired. The data-shared average starts with it, and 60 iterations
-# from there score as 80 from A^H d (+0.01 dB on per-frame lines, +0.05 dB on equispaced
-# lines), in three quarters of the time. Fewer iterations win on per-frame lines and lose on
-# equispaced lines, where every frame misses the same lines and the average cannot fill them.
+# R 6 and 8 (docs/method.md, "Warm start"): 0.03 / 80 from A^H d had the best mean of a
+# 0.015-0.03 x 60-120 grid. From the data-shared average 60 iterations scored the same on
+# those files in three quarters of the time, but 0.39 dB lower on the bench's ellipse files
+# at R 6, so A^H d stays the default.
 LLR_INITS = ("adjoint", "shared")
 
 

@@ -81,8 +81,8 @@ class PASSNetConfig:
     start_init
         First iterate of the ``"llr"`` start (:data:`passnet_core.baselines.LLR_INITS`):
         ``"adjoint"`` (``A^H d``, what weight files before this setting were trained with) or
-        ``"shared"`` (the data-shared time average: 60 iterations from it score as 80 from
-        ``A^H d``, docs/method.md "Warm start").
+        ``"shared"`` (the data-shared time average, which converges in fewer iterations on
+        masks that change from frame to frame; docs/method.md "Warm start").
     zero_init_residual
         Start the last convolution of ``Phi^H`` and ``Psi^H`` at zero, so an untrained stage
         is exactly a gradient step (no random conv noise added to the image). Affects
