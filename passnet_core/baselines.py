@@ -40,7 +40,7 @@ LLR_INIT = "adjoint"  # first iterate: A^H d ("shared": the data-shared time ave
 # 0.015-0.03 x 60-120 grid. From the data-shared average 60 iterations scored the same on
 # those files in three quarters of the time, but 0.39 dB lower on the bench's ellipse files
 # at R 6, so A^H d stays the default.
-LLR_INITS = ("adjoint", "shared")
+LLR_INITS = {"adjoint": "A^H d", "shared": "the data-shared time average"}  # name: words
 
 
 def _in_units(op: EncodingOp, kspace: torch.Tensor, normalised: bool) -> Normalised:
@@ -250,7 +250,7 @@ def llr(
         Complex ``(B, T, H, W)`` reconstruction.
     """
     if init not in LLR_INITS:
-        raise ValueError(f"init must be one of {LLR_INITS}, got {init!r}")
+        raise ValueError(f"init must be one of {tuple(LLR_INITS)}, got {init!r}")
     if not lambda_b >= 0:
         raise ValueError(f"lambda_b must be >= 0, got {lambda_b}")
     for name, value in (("n_iter", n_iter), ("block", block)):

@@ -140,7 +140,7 @@ class PASSNetConfig:
         if self.start not in STARTS:
             raise bad("start", f"must be one of {STARTS}")
         if self.start_init not in LLR_INITS:
-            raise bad("start_init", f"must be one of {LLR_INITS}")
+            raise bad("start_init", f"must be one of {tuple(LLR_INITS)}")
         if self.phase_reference not in PHASE_REFERENCES:
             raise bad("phase_reference", f"must be one of {PHASE_REFERENCES}")
         if not isinstance(self.zero_init_residual, bool):

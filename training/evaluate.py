@@ -65,8 +65,6 @@ from training.tuning import (
 
 log = logging.getLogger(__name__)
 
-LLR_INIT_WORDS = {"shared": "the data-shared time average", "adjoint": "A^H d"}
-
 CLASSICAL = tuple(n for n in registry.EVALUATE_METHODS if registry.get(n).kind != "network")
 REUSE_TOLERANCE_DB = 0.01  # a reused method must reproduce its stored first-case PSNR this well
 
@@ -143,7 +141,7 @@ def describe_recipe(path: Path) -> str:
     if start == "llr":
         start += (
             f" (lambda {config.start_lambda:g}, {config.start_iterations} iterations from "
-            f"{LLR_INIT_WORDS[config.start_init]})"
+            f"{baselines.LLR_INITS[config.start_init]})"
         )
     parts = [
         f"{config.n_stages} stages from {start}",
@@ -289,7 +287,7 @@ def _notes(
     notes.append(
         f"llr: locally low rank, {baselines.LLR_BLOCK} x {baselines.LLR_BLOCK} blocks, lambda "
         f"{baselines.LLR_LAMBDA}, {baselines.LLR_N_ITER} FISTA iterations with random block "
-        f"shifts from {LLR_INIT_WORDS[baselines.LLR_INIT]} (passnet_core.baselines.llr): the "
+        f"shifts from {baselines.LLR_INITS[baselines.LLR_INIT]} (passnet_core.baselines.llr): the "
         "chain's `llr` method; where it is the shipped PASSNet's warm start (its recipe, "
         "below), `passnet − llr` is what the learned stages add."
     )
