@@ -387,8 +387,25 @@ class PASSNetStage(nn.Module):
         feats = self.ast(self.psi(complex_to_channels(x)))
         return channels_to_complex(self.psi_h(feats)) + x
 
-    def forward(self, x: torch.Tensor, op: EncodingOp, kspace: torch.Tensor) -> torch.Tensor:
-        x = x - self.step_size() * op.adjoint(op.forward(x) - kspace)
+    def data_step(
+        self, x: torch.Tensor, op: EncodingOp, kspace: torch.Tensor,
+        adjoint_data: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """``x - mu A^H (A x - d)``, as ``x - mu (A^H A x - A^H d)``.
+
+        ``op.normal`` filters line-sampled data with one 1-D FFT per coil image instead of two
+        2-D FFTs; ``adjoint_data`` (``A^H d``) is the same for every stage, so
+        :meth:`PASSNet.refine` computes it once (``None``: computed here).
+        """
+        if adjoint_data is None:
+            adjoint_data = op.adjoint(kspace)
+        return x - self.step_size() * (op.normal(x) - adjoint_data)
+
+    def forward(
+        self, x: torch.Tensor, op: EncodingOp, kspace: torch.Tensor,
+        adjoint_data: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        x = self.data_step(x, op, kspace, adjoint_data)
         return self.fusion(self.low_rank(x), self.sparse(x))
 
 
@@ -449,8 +466,9 @@ class PASSNet(nn.Module):
             # A x = A' (x conj(phase)) with maps' = maps phase: same data term, smooth phase out
             op = op.with_map_phase(phase)
             x = x * phase[:, None].conj()
+        adjoint_data = op.adjoint(kspace)  # A^H d: the same in every stage's data step
         for stage in self.stages:
-            x = stage(x, op, kspace)
+            x = stage(x, op, kspace, adjoint_data)
         return x if phase is None else x * phase[:, None]
 
     def start(self, op: EncodingOp, kspace: torch.Tensor) -> torch.Tensor:

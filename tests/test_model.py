@@ -190,6 +190,25 @@ def test_softplus_step_starts_at_mu_init_and_keeps_its_gradient_when_pushed_down
             assert float(stage.mu.grad) != 0.0
 
 
+@pytest.mark.parametrize("line_mask", [True, False])
+def test_data_step_is_the_gradient_step_on_the_data_term(line_mask):
+    """x - mu (A^H A x - A^H d) through op.normal equals x - mu A^H (A x - d), gradients too."""
+    image, kspace, mask, maps = _problem(2, 5, 16, 12, coils=3)
+    if line_mask:  # whole phase-encode lines: op.normal's 1-D FFT path
+        mask = mask[..., :1].expand_as(mask).contiguous()
+    op = EncodingOp(mask, maps)
+    assert op.sampling.lines == line_mask
+    stage = PASSNet(PASSNetConfig(n_stages=1, channels=4, mu_init=0.7)).stages[0]
+    x = (image + 0.1 * torch.randn_like(image)).requires_grad_(True)
+    reference = x - stage.step_size() * op.adjoint(op.forward(x) - kspace)
+    for adjoint_data in (None, op.adjoint(kspace)):
+        stepped = stage.data_step(x, op, kspace, adjoint_data)
+        torch.testing.assert_close(stepped, reference, rtol=1e-5, atol=1e-6)
+    (grad,) = torch.autograd.grad(stepped.abs().pow(2).sum(), x)
+    (expected,) = torch.autograd.grad(reference.abs().pow(2).sum(), x)
+    torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_uniform_svt_threshold_and_pass_starts_there():
     sigma = torch.tensor([[[4.0, 2.0, 1.0, 0.1]]])
     tau = torch.sigmoid(torch.tensor(-2.0)) * 4.0

@@ -25,8 +25,8 @@ from training.train import (
 )
 
 TINY = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny_test.yaml"
-# The untrained network is already 2 gradient steps (step size 1, zero-initialised residual
-# outputs), so learning is measured against it, not against zero-filling.
+# The untrained network is 2 gradient steps (step size 1) and zero-initialised residual
+# outputs; learning is measured against it.
 MIN_GAIN_DB = 0.5
 
 
@@ -60,7 +60,9 @@ def test_tiny_training_learns_and_resumes(tmp_path: Path) -> None:
     gain = result.best_val_psnr - untrained
     print(f"tiny training: {elapsed:.1f} s, val PSNR gain over the untrained net {gain:.2f} dB")
     assert gain >= MIN_GAIN_DB, f"val PSNR only {gain:.2f} dB above the untrained network"
-    assert untrained > result.zero_filled_val_psnr  # the physics-consistent start helps
+    # single coil: A^H d is already data consistent (A^H A A^H d = A^H d), so the untrained
+    # network's gradient steps and zero-initialised residuals return zero-filling itself
+    assert untrained == pytest.approx(result.zero_filled_val_psnr, abs=1e-4)
 
     weights = out / BEST_WEIGHTS_NAME
     meta = read_metadata(weights)["training"]
