@@ -11,9 +11,9 @@ builds cines from different code and different physics choices:
   relaxation) and one small ellipse travels on a circle, plus a global in-plane drift;
 * image formation: every ellipse is rendered in k-space analytically (its exact Fourier
   transform, a Bessel ``J1`` pattern), so the image is band-limited by construction;
-* coils: a birdcage-style ring of ``n_coils`` elements with distance fall-off and a phase that
-  rotates with the element angle (analytic, unlike training's wire loops), normalised to
-  ``sum_c |S_c|^2 = 1``;
+* coils: a birdcage-style ring of ``n_coils`` elements with distance fall-off and a smooth
+  phase that rotates with the element angle (analytic, unlike training's wire loops),
+  normalised to ``sum_c |S_c|^2 = 1``;
 * size: 24 frames of 112 x 144 by default (training evaluates 16 x 128 x 128).
 
 :func:`heldout_cine` returns ``(target, maps)`` as complex64 ``(T, H, W)`` and ``(C, H, W)``,
@@ -66,15 +66,26 @@ def _waveform(phase: np.ndarray, skew: float) -> np.ndarray:
 
 
 def birdcage_maps(n_coils: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """``(C, H, W)`` ring-array sensitivities with ``sum_c |S_c|^2 = 1`` everywhere."""
+    """``(C, H, W)`` ring-array sensitivities with ``sum_c |S_c|^2 = 1`` everywhere.
+
+    Each element's magnitude falls off with distance; its phase is the element's angle on the
+    ring plus half the angle under which it sees the pixel, measured from its axis (the
+    direction to the centre). That angle stays within +-90 degrees for every pixel in front
+    of the element, so the phase is smooth over the field of view, as a receive field is: an
+    earlier version used half the pixel's polar angle, whose branch cut put a phase jump of
+    pi through the object, the same in every coil (docs/evaluation.md, "Data").
+    """
     y, x = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
     radius = rng.uniform(1.1, 1.4)
     offset = rng.uniform(0, 2 * np.pi)
     maps = np.empty((n_coils, h, w), np.complex128)
     for c in range(n_coils):
         angle = offset + 2 * np.pi * c / n_coils
-        dist = np.hypot(y - radius * np.sin(angle), x - radius * np.cos(angle))
-        maps[c] = np.exp(1j * (angle + np.arctan2(y, x) * 0.5)) / (dist + 0.2) ** 1.5
+        dy, dx = y - radius * np.sin(angle), x - radius * np.cos(angle)
+        along = -(dx * np.cos(angle) + dy * np.sin(angle))  # towards the centre
+        across = -dx * np.sin(angle) + dy * np.cos(angle)
+        view = np.arctan2(across, along)
+        maps[c] = np.exp(1j * (angle + 0.5 * view)) / (np.hypot(dy, dx) + 0.2) ** 1.5
     maps /= np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
     return maps.astype(np.complex64)
 
