@@ -79,6 +79,26 @@ def test_file_space_refuses_what_a_scanner_file_cannot_hold():
     with pytest.raises(ValueError, match="noise_levels"):
         _space(noise_levels=(0.0, 0.02))
     assert _space().draw(5) == _space().draw(5) != _space().draw(6)
+    with pytest.raises(ValueError, match="phantoms.*'brain'"):
+        _space(phantoms=("cardiac", "brain"))
+
+
+def test_generators_are_drawn_per_file_without_moving_the_other_draws():
+    import dataclasses
+
+    one, two = _space(), _space(phantoms=("cardiac", "blobs"))
+    drawn = [two.draw(seed) for seed in range(40)]
+    assert {d.phantom for d in drawn} == {"cardiac", "blobs"}
+    for seed, draw in enumerate(drawn):  # the generator is drawn last: the rest is unchanged
+        assert dataclasses.replace(draw, phantom="cardiac") == one.draw(seed)
+    blob = next(d for d in drawn if d.phantom == "blobs")
+    cardiac = dataclasses.replace(blob, phantom="cardiac")
+    assert chain_files.cache_name(blob, SMALL) != chain_files.cache_name(cardiac, SMALL)
+    # a blob file is simulated by its own generator: its target is not the cardiac one
+    sample = chain_files.make_sample(blob, SMALL)
+    other = chain_files.make_sample(cardiac, SMALL)
+    a, b = sample["target"].abs().flatten(), other["target"].abs().flatten()
+    assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) < 0.9
 
 
 def test_training_builds_the_cache_once_and_trains_on_windows(tmp_path, caplog):
@@ -102,6 +122,16 @@ def test_training_builds_the_cache_once_and_trains_on_windows(tmp_path, caplog):
     item = chain_files.ChainFileDataset(made, frames=6, train=True)[0]
     assert item.start is not None and item.start.shape == item.target.shape == (6, 40, 40)
     assert item.kspace.shape == (4, 6, 40, 40)
+
+
+def test_chain_files_config_checks_the_generators():
+    base = ["data.coil_mode=multi", "data.acquisition=chain_files", "data.crop_mode=fixed"]
+    assert load_config(TINY, base).data.phantoms == ["cardiac"]
+    both = load_config(TINY, [*base, "data.phantoms=[cardiac, blobs]"])
+    assert both.data.phantoms == ["cardiac", "blobs"]
+    for bad in ("[]", "[cardiac, brain]"):
+        with pytest.raises(ValueError, match="data.phantoms"):
+            load_config(TINY, [*base, f"data.phantoms={bad}"])
 
 
 def test_chain_files_config_needs_batch_one_and_multi_coil():

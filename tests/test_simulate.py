@@ -296,6 +296,33 @@ def test_ellipse_phantom_file_is_the_independent_family_acquired_the_same_way(tm
         simulate_cine(tmp_path / "x.h5", phantom="brain", **SMALL)
 
 
+def test_blob_phantom_file_is_the_generic_generator_acquired_the_same_way(tmp_path):
+    """--phantom blobs: the second training generator, the same acquisition and truth."""
+    from training.blob_phantom import blob_cine
+
+    path = tmp_path / "blobs.h5"
+    summary = simulate_cine(
+        path, seed=4, mask="equispaced", accel=1, noise_level=0.01, phantom="blobs", **SMALL
+    )
+    assert summary["phantom"] == "blobs"
+    _, records, truth, attrs = _read(path)
+    assert attrs["phantom"] == "blobs"
+    kspace, lines = _assemble(records, 4, 6, 40, 96)
+    assert lines.all()
+    coil_images = ifft2c(torch.from_numpy(kspace))[..., 24:72]
+    maps = torch.from_numpy(truth["coil_maps"])
+    combined = (maps.conj()[:, :, None] * coil_images).sum(1).numpy()
+    ref = truth["images"]
+    assert np.linalg.norm(combined - ref) / np.linalg.norm(ref) < 0.05  # only noise left
+    # maps are normalised inside the body and cut to it outside
+    power = np.sum(np.abs(truth["coil_maps"][0]) ** 2, axis=0)
+    np.testing.assert_allclose(power[power > 0], 1.0, atol=1e-4)
+    assert 0.2 < (power > 0).mean() < 1
+    # the objects are the generic generator's (slice 0 of seed 4 is its case 4000)
+    target = blob_cine(4 * 1000, 6, (80, 96))[0][:, ::2, ::2]
+    assert np.corrcoef(np.abs(ref[0]).ravel(), np.abs(target).ravel())[0, 1] > 0.95
+
+
 def test_cardiac_files_need_no_scipy_and_ellipses_say_what_they_need(tmp_path):
     """The README's first command installs [io] only (no scipy): simulate must still work."""
     import subprocess

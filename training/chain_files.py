@@ -1,8 +1,9 @@
 """Training samples exactly as the chain feeds the network: whole simulated scanner files.
 
-``data.acquisition: chain_files``. Each sample is one ``passnet simulate`` file of the training
-generator (the cardiac phantom; the independent ellipse family stays unseen) with its own draw
-of mask kind and R, frames, matrix, coils and noise level. The chain's own code reads it
+``data.acquisition: chain_files``. Each sample is one ``passnet simulate`` file of a training
+generator (``data.phantoms``: the cardiac phantom and the generic star-shaped objects of
+:mod:`training.blob_phantom`; the independent ellipse family stays unseen) with its own draw
+of generator, mask kind and R, frames, matrix, coils and noise level. The chain's own code reads it
 (:func:`gadgets.assembly.assemble`: noise scan and prewhitening, readout oversampling removal,
 calibration from the time average) and estimates its coil maps
 (:func:`gadgets.pipeline.estimate_maps`); :func:`passnet_core.operators.normalise` puts it in
@@ -52,7 +53,7 @@ from passnet_core.model import PASSNet, PASSNetConfig
 from passnet_core.operators import NORMALISATION, EncodingOp, normalise
 from training.acquisition import Sample
 from training.simulate import simulate_cine
-from training.simulate_cli import LINE_MASK_KINDS
+from training.simulate_cli import LINE_MASK_KINDS, PHANTOMS
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,12 @@ class FileDraw:
     matrix: int
     coils: int
     noise: float
+    phantom: str  # PHANTOMS
 
     def describe(self) -> str:
         return (
-            f"seed {self.seed}: {self.mask}-{self.accel:g}, {self.frames} x {self.matrix} x "
-            f"{self.matrix}, {self.coils} coils, noise {self.noise:.3f}"
+            f"seed {self.seed}: {self.phantom}, {self.mask}-{self.accel:g}, {self.frames} x "
+            f"{self.matrix} x {self.matrix}, {self.coils} coils, noise {self.noise:.3f}"
         )
 
 
@@ -89,6 +91,7 @@ class FileSpace:
     matrices: tuple[int, ...]
     coils: tuple[int, ...]
     noise_levels: tuple[float, float]
+    phantoms: tuple[str, ...] = ("cardiac",)
 
     def __post_init__(self) -> None:
         for name in self.masks:
@@ -100,10 +103,13 @@ class FileSpace:
                 )
         for what, values in (
             ("frame_counts", self.frame_counts), ("matrices", self.matrices),
-            ("n_coils", self.coils), ("masks", self.masks),
+            ("n_coils", self.coils), ("masks", self.masks), ("phantoms", self.phantoms),
         ):  # fmt: skip
             if not values:
                 raise ValueError(f"data.{what}: need at least one value")
+        for name in self.phantoms:
+            if name not in PHANTOMS:
+                raise ValueError(f"data.phantoms: {name!r} is not one of {PHANTOMS}")
         low, high = self.noise_levels
         if not 0 < low <= high:
             raise ValueError(f"data.noise_levels: need 0 < low <= high, got {self.noise_levels}")
@@ -120,7 +126,8 @@ class FileSpace:
             matrix=int(rng.choice(self.matrices)),
             coils=int(rng.choice(self.coils)),
             noise=float(rng.uniform(*self.noise_levels)),
-        )
+            phantom=self.phantoms[int(rng.integers(len(self.phantoms)))],  # last: the draws
+        )  # above are those of a one-generator space
 
 
 def _start_settings(config: PASSNetConfig) -> dict[str, object]:
@@ -173,6 +180,7 @@ def make_sample(draw: FileDraw, config: PASSNetConfig) -> dict[str, torch.Tensor
         simulate_cine(
             path, seed=draw.seed, n_coils=draw.coils, frames=draw.frames,
             matrix=draw.matrix, mask=draw.mask, accel=draw.accel, noise_level=draw.noise,
+            phantom=draw.phantom,
         )  # fmt: skip
         raw = read_raw(path)
         slices, whitening = assemble(raw.header, raw.acquisitions())

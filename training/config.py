@@ -19,6 +19,7 @@ import yaml
 
 from passnet_core.masks import parse_mask_name
 from passnet_core.model import PASSNetConfig
+from training.simulate_cli import PHANTOMS
 
 DATA_SOURCES = ("synthetic", "ocmr", "cmrxrecon")
 ACQUISITIONS = ("ideal", "chain", "chain_files")
@@ -45,8 +46,10 @@ class DataConfig:
     ``chain_files`` (whole simulated scanner files read by the chain's own code,
     :mod:`training.chain_files`: ``n_train`` / ``n_val`` files, each with a mask from
     ``masks`` (``vds_lines-R`` / ``equispaced-R``), frames from ``frame_counts``, a square
-    matrix from ``matrices``, coils from ``n_coils`` and a ``passnet simulate --noise`` level
-    drawn from ``noise_levels``; training items are ``frames``-frame windows; the samples and
+    matrix from ``matrices``, coils from ``n_coils``, a ``passnet simulate --noise`` level
+    drawn from ``noise_levels`` and a generator from ``phantoms`` (``passnet simulate
+    --phantom``: ``cardiac``, ``blobs``; ``ellipses`` is the held-out family); training
+    items are ``frames``-frame windows; the samples and
     the network's start are cached in ``cache_dir`` (default ``<run.out_dir>/chain_cache``),
     made by ``cache_workers`` processes).
     """
@@ -70,6 +73,7 @@ class DataConfig:
     matrices: list[int] = field(default_factory=lambda: [96, 112, 128, 144])
     cache_dir: str | None = None
     cache_workers: int = 1
+    phantoms: list[str] = field(default_factory=lambda: ["cardiac"])
 
 
 LOSSES = ("mse", "rel_l2")
@@ -229,6 +233,10 @@ def _validate(cfg: TrainConfig) -> None:
         for key, values in (("data.frame_counts", d.frame_counts), ("data.matrices", d.matrices)):
             if not values or any(v < 8 for v in values):
                 raise ValueError(f"{key}: need values >= 8, got {values}")
+        if not d.phantoms:
+            raise ValueError("data.phantoms: need at least one generator")
+        for name in d.phantoms:
+            _check_choice("data.phantoms", name, PHANTOMS)
     _check_choice("data.crop_mode", d.crop_mode, CROP_MODES)
     _check_choice("run.device", r.device, DEVICES)
     _check_choice("optim.loss", o.loss, LOSSES)

@@ -232,7 +232,17 @@ def texture_fields(params: PhantomParams, h: int, w: int, n_fields: int = 3) -> 
     Low-order Fourier series with random coefficients from ``params.texture_seed``: the same
     continuous field at every resolution.
     """
-    gen = np.random.default_rng(params.texture_seed)
+    return smooth_fields(params.texture_seed, h, w, n_fields)
+
+
+def smooth_fields(seed: int, h: int, w: int, n_fields: int) -> np.ndarray:
+    """``n_fields`` real fields ``(n_fields, H, W)``, each scaled to peak magnitude 1.
+
+    Fourier series up to ``TEXTURE_ORDER`` cycles per 4 FOV (so no wrap-around at the edge of
+    the field of view) with Gaussian coefficients that decay with frequency, drawn from
+    ``seed``: the same continuous field at every resolution.
+    """
+    gen = np.random.default_rng(seed)
     k = np.arange(-TEXTURE_ORDER, TEXTURE_ORDER + 1)
     decay = 1.0 / (1.0 + np.add.outer(k**2, k**2))  # favour the lowest frequencies
     coeffs = gen.normal(size=(n_fields, k.size, k.size)) + 1j * gen.normal(

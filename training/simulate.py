@@ -51,6 +51,7 @@ from training.acquisition import (
     random_coil_covariance,
     record_cartesian,
 )
+from training.blob_phantom import blob_cine
 from training.phantom import (
     PhantomParams,
     body_support,
@@ -162,6 +163,31 @@ def synthesize_ellipse_slice(
     return record_cartesian(
         hi, maps_hi, np.ones((h, w), np.float32), lines, oversampling, noise_chol, rng
     )
+
+
+def synthesize_blob_slice(
+    seed: int,
+    params: PhantomParams,
+    n_coils: int,
+    coil_seed: int,
+    lines: np.ndarray,
+    oversampling: bool,
+    noise_chol: np.ndarray,
+    rng: np.random.Generator,
+) -> SimulatedSlice:
+    """Simulate one slice of the generic phantom (training.blob_phantom).
+
+    Rendered at ``(2H, 2W)`` with the cardiac generator's loop coils on a ring around the body
+    (``params`` gives the frame count and size), then the same recording as the cardiac phantom
+    (:func:`training.acquisition.record_cartesian`).
+    """
+    t, h, w = params.frames, params.height, params.width
+    hi, support_hi, extent = blob_cine(seed, t, (2 * h, 2 * w))
+    ring = dataclasses.replace(
+        params, torso_axes=(extent, extent), torso_centre=(0.0, 0.0), rotation=0.0
+    )
+    maps_hi = coil_sensitivities(n_coils, 2 * h, 2 * w, coil_seed, ring)
+    return record_cartesian(hi, maps_hi, support_hi[::2, ::2], lines, oversampling, noise_chol, rng)
 
 
 def _orientation(n_slices: int, slice_index: int) -> dict[str, np.ndarray]:
@@ -438,9 +464,11 @@ def simulate_cine(
     n_slices
         Short-axis slices, each with its own anatomy (base to apex taper).
     phantom
-        ``"cardiac"`` (training.phantom, the generator training draws from) or ``"ellipses"``
+        ``"cardiac"`` (training.phantom, the generator training draws from), ``"ellipses"``
         (training.heldout_phantom, the independent family training never sees: analytic
-        ellipses with dilating and travelling parts, birdcage coils), each slice its own case.
+        ellipses with dilating and travelling parts, birdcage coils; each slice its own case)
+        or ``"blobs"`` (training.blob_phantom, random star-shaped objects with their own
+        motion, the second generator of the chain recipe; each slice its own case).
 
     Returns
     -------
@@ -479,6 +507,10 @@ def simulate_cine(
         if phantom == "ellipses":  # each slice is its own case of the ellipse generator
             one = synthesize_ellipse_slice(
                 seed * 1000 + s, frames, h, w, n_coils, lines, oversampling, noise_chol, rng
+            )
+        elif phantom == "blobs":  # and of the generic generator
+            one = synthesize_blob_slice(
+                seed * 1000 + s, base, n_coils, coil_seed, lines, oversampling, noise_chol, rng
             )
         else:
             one = synthesize_slice(

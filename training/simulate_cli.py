@@ -17,7 +17,9 @@ DEFAULT_COILS = 8
 DEFAULT_ACCEL = 8.0
 # What the file holds, named as passnet_core.masks and the evaluation name them.
 LINE_MASK_KINDS = ("vds_lines", "equispaced")
-PHANTOMS = ("cardiac", "ellipses")  # training.simulate: the training generator, the independent one
+# training.simulate: the training generator, the independent family training never sees, and
+# the generic second training generator
+PHANTOMS = ("cardiac", "ellipses", "blobs")
 # Names passnet simulate no longer takes, with what to use: "vds" meant per-frame lines here
 # but 2-D variable-density points everywhere else (passnet_core.masks), so it had to go.
 RETIRED_MASK_NAMES = {
@@ -108,7 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=PHANTOMS[0],
         help="cardiac: the torso-and-heart generator training draws from; ellipses: the "
         "independent family of passnet evaluate (analytic ellipses, dilating and travelling "
-        f"parts, birdcage coils), which training never sees (default {PHANTOMS[0]})",
+        "parts, birdcage coils), which training never sees; blobs: random star-shaped objects "
+        "with their own motion, the second generator the chain recipe trains on "
+        f"(default {PHANTOMS[0]})",
     )
 
 

@@ -172,7 +172,7 @@ def _chain_file_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     space = chain_files.FileSpace(
         tuple(d.masks), tuple(d.frame_counts), tuple(d.matrices),
         tuple(d.n_coils if isinstance(d.n_coils, list) else [d.n_coils]),
-        (float(d.noise_levels[0]), float(d.noise_levels[1])),
+        (float(d.noise_levels[0]), float(d.noise_levels[1])), tuple(d.phantoms),
     )  # fmt: skip
     train_draws = [space.draw(d.seed + i) for i in range(d.n_train)]
     val_seed = d.seed + chain_files.VALIDATION_SEED_OFFSET
