@@ -265,17 +265,16 @@ def test_cli_reports_bad_values_without_a_traceback(tmp_path, caplog):
     assert "accel" in caplog.text and not (tmp_path / "x.h5").exists()
 
 
-def test_ellipse_phantom_file_is_the_independent_family_acquired_the_same_way(tmp_path):
-    """--phantom ellipses: held-out anatomy and coils, same acquisition, data match the truth."""
-    from training.heldout_phantom import heldout_cine
-
-    path = tmp_path / "ellipses.h5"
+def _fully_sampled_file_matches_its_truth(tmp_path, phantom):
+    """Simulate seed 4 of ``phantom`` fully sampled; the stored maps combine its k-space into
+    its stored truth up to the noise. Returns the truth group."""
+    path = tmp_path / f"{phantom}.h5"
     summary = simulate_cine(
-        path, seed=4, mask="equispaced", accel=1, noise_level=0.01, phantom="ellipses", **SMALL
+        path, seed=4, mask="equispaced", accel=1, noise_level=0.01, phantom=phantom, **SMALL
     )
-    assert summary["phantom"] == "ellipses"
+    assert summary["phantom"] == phantom
     _, records, truth, attrs = _read(path)
-    assert attrs["phantom"] == "ellipses"
+    assert attrs["phantom"] == phantom
     kspace, lines = _assemble(records, 4, 6, 40, 96)
     assert lines.all()
     coil_images = ifft2c(torch.from_numpy(kspace))[..., 24:72]
@@ -283,6 +282,15 @@ def test_ellipse_phantom_file_is_the_independent_family_acquired_the_same_way(tm
     combined = (maps.conj()[:, :, None] * coil_images).sum(1).numpy()
     ref = truth["images"]
     assert np.linalg.norm(combined - ref) / np.linalg.norm(ref) < 0.05  # only noise left
+    return truth
+
+
+def test_ellipse_phantom_file_is_the_independent_family_acquired_the_same_way(tmp_path):
+    """--phantom ellipses: held-out anatomy and coils, same acquisition, data match the truth."""
+    from training.heldout_phantom import heldout_cine
+
+    truth = _fully_sampled_file_matches_its_truth(tmp_path, "ellipses")
+    ref = truth["images"]
     # birdcage maps cover the whole field of view (sum |S|^2 = 1 everywhere)
     np.testing.assert_allclose(np.sum(np.abs(truth["coil_maps"]) ** 2, axis=1), 1.0, atol=1e-4)
     # the anatomy is the held-out generator's (slice 0 of seed 4 is its case 4000)
@@ -300,20 +308,8 @@ def test_blob_phantom_file_is_the_generic_generator_acquired_the_same_way(tmp_pa
     """--phantom blobs: the second training generator, the same acquisition and truth."""
     from training.blob_phantom import blob_cine
 
-    path = tmp_path / "blobs.h5"
-    summary = simulate_cine(
-        path, seed=4, mask="equispaced", accel=1, noise_level=0.01, phantom="blobs", **SMALL
-    )
-    assert summary["phantom"] == "blobs"
-    _, records, truth, attrs = _read(path)
-    assert attrs["phantom"] == "blobs"
-    kspace, lines = _assemble(records, 4, 6, 40, 96)
-    assert lines.all()
-    coil_images = ifft2c(torch.from_numpy(kspace))[..., 24:72]
-    maps = torch.from_numpy(truth["coil_maps"])
-    combined = (maps.conj()[:, :, None] * coil_images).sum(1).numpy()
+    truth = _fully_sampled_file_matches_its_truth(tmp_path, "blobs")
     ref = truth["images"]
-    assert np.linalg.norm(combined - ref) / np.linalg.norm(ref) < 0.05  # only noise left
     # maps are normalised inside the body and cut to it outside
     power = np.sum(np.abs(truth["coil_maps"][0]) ** 2, axis=0)
     np.testing.assert_allclose(power[power > 0], 1.0, atol=1e-4)
