@@ -59,8 +59,10 @@ def ecalib_maps(sd: SliceData) -> np.ndarray:
 
 
 def bart_llr(sd: SliceData, maps: np.ndarray, lam: float, iters: int = 100) -> np.ndarray:
-    """``bart pics -S -R L:7:7:lam -i iters`` on the slice; ``(T, H, W)`` complex."""
-    return bart.pics(sd.kspace, sd.mask, maps, f"L:7:7:{lam}", iters)
+    """``bart pics -S -R L:7:7:lam -i iters`` on the slice, the data divided by max |A^H d|
+    (``-w``) as the chain's BART methods divide them; ``(T, H, W)`` complex."""
+    regulariser = f"L:7:7:{lam}"
+    return bart.pics(sd.kspace, sd.mask, maps, regulariser, iters, data_scale=scale_of(sd, maps))
 
 
 def project_llr(
@@ -72,7 +74,10 @@ def project_llr(
     monitor=None,
 ) -> np.ndarray:
     kspace, op = encoding(sd.kspace[None], sd.mask, maps[None])
-    x = baselines.llr(op, kspace, lambda_b=lam, n_iter=iters, block=block, monitor=monitor)
+    x = baselines.llr(
+        op, kspace, lambda_b=lam, n_iter=iters, block=block, monitor=monitor,
+        lambda_static=None,  # the threshold studied, whatever the mask
+    )  # fmt: skip
     return x[0].numpy().astype(np.complex64)
 
 
@@ -94,6 +99,31 @@ def scale_of(sd: SliceData, maps: np.ndarray) -> float:
     """``s = max |A^H d|``, the project LLR's normalisation (noise std is 1 after whitening)."""
     kspace, op = encoding(sd.kspace[None], sd.mask, maps[None])
     return float(normalise(op, kspace).scale[0])
+
+
+def ingest_true_noise(path: Path) -> SliceData:
+    """As :func:`ingest`, but whitened with the file's true noise covariance (noise scans
+    dropped, the covariance given as the chain's prior noise measurement)."""
+    import h5py
+    import ismrmrd
+
+    from gadgets.assembly import flag_set
+
+    with h5py.File(path, "r") as f:
+        cov = np.asarray(f[f"{TRUTH_GROUP}/noise_covariance"][()])
+    raw = read_raw(path)
+    p = ChainParams()
+    buf = AcquisitionBuffer(
+        raw.header, p.frame_dimension, p.max_matrix_elements, p.max_lines_per_slice, cov
+    )
+    out = []
+    for acq in raw.acquisitions():
+        if flag_set(int(acq.getHead().flags), ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
+            continue
+        out += buf.add(acq)
+    out += buf.flush()
+    assert len(out) == 1 and isinstance(out[0], SliceData), out
+    return out[0]
 
 
 def main() -> None:
@@ -160,28 +190,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def ingest_true_noise(path: Path) -> SliceData:
-    """As :func:`ingest`, but whitened with the file's true noise covariance (noise scans
-    dropped, the covariance given as the chain's prior noise measurement)."""
-    import h5py
-    import ismrmrd
-
-    from gadgets.assembly import flag_set
-
-    with h5py.File(path, "r") as f:
-        cov = np.asarray(f[f"{TRUTH_GROUP}/noise_covariance"][()])
-    raw = read_raw(path)
-    p = ChainParams()
-    buf = AcquisitionBuffer(
-        raw.header, p.frame_dimension, p.max_matrix_elements, p.max_lines_per_slice, cov
-    )
-    out = []
-    for acq in raw.acquisitions():
-        if flag_set(int(acq.getHead().flags), ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
-            continue
-        out += buf.add(acq)
-    out += buf.flush()
-    assert len(out) == 1 and isinstance(out[0], SliceData), out
-    return out[0]

@@ -33,6 +33,12 @@ LPLUSS_N_ITER = 60
 LPLUSS_TOL = 0.0
 LLR_BLOCK = 8  # block edge in pixels (BART's default)
 LLR_LAMBDA = 0.03  # block singular value threshold, absolute on data with max|A^H d| = 1
+# ... where every frame samples the same k-space (equispaced lines as GRAPPA-style cine takes
+# them): the aliasing is then the same in every frame, itself low rank in time, and no
+# threshold removes it; a threshold sized for the incoherent aliasing of per-frame sampling
+# only blurs. 0.02 had the best mean through the chain on validation files of both bench
+# phantoms at R 6 and 8 (docs/method.md, "Warm start"); per-frame lines keep 0.03 there.
+LLR_LAMBDA_STATIC = 0.02
 LLR_N_ITER = 80
 LLR_INIT = "adjoint"  # first iterate: A^H d ("shared": the data-shared time average)
 # Chosen through the whole chain (estimated maps) on validation files of both bench phantoms,
@@ -139,10 +145,24 @@ def lplus_s(
     return units.restore(low_rank + sparse)
 
 
-def _shrink_right(blocks: torch.Tensor, lambda_b: float) -> torch.Tensor:
+def static_sampling(op: EncodingOp, batch: int) -> torch.Tensor:
+    """``(batch,)`` bool: does every frame of batch item ``b`` sample the same k-space?
+
+    True for equispaced lines with calibration lines repeated in every frame, false for
+    per-frame random lines and rotating radial spokes (any sample one frame takes and
+    another does not). A mask without a batch axis answers for every item.
+    """
+    mask = op.sampling.mask
+    mask = mask.reshape(mask.shape[0], *mask.shape[-3:])  # drop the coil axis
+    same = (mask == mask[:, :1]).flatten(1).all(dim=1)
+    return same.expand(batch) if same.shape[0] == 1 else same
+
+
+def _shrink_right(blocks: torch.Tensor, lambda_b: float | torch.Tensor) -> torch.Tensor:
     """``V diag(max(1 - lambda_b / s, 0)) V^H`` of each ``(..., m, T)`` matrix ``U S V^H``.
 
-    ``blocks @`` it is singular value soft thresholding by ``lambda_b``. It comes from the
+    ``blocks @`` it is singular value soft thresholding by ``lambda_b`` (a number, or one per
+    leading index broadcast against ``(..., T)``). It comes from the
     eigendecomposition of the small ``T x T`` Gram matrix (in double precision, so the small
     singular values near the threshold keep their accuracy), about half the time of an SVD
     of the ``m x T`` blocks.
@@ -155,9 +175,10 @@ def _shrink_right(blocks: torch.Tensor, lambda_b: float) -> torch.Tensor:
 
 
 def _llr_shrink(
-    x: torch.Tensor, lambda_b: float, block: int, shift: tuple[int, int]
+    x: torch.Tensor, lambda_b: float | torch.Tensor, block: int, shift: tuple[int, int]
 ) -> torch.Tensor:
-    """Singular value soft thresholding of every ``block x block`` Casorati matrix.
+    """Singular value soft thresholding of every ``block x block`` Casorati matrix, by
+    ``lambda_b`` (a number, or ``(B,)``: one per batch item).
 
     The image is rolled by ``shift`` and zero-padded to whole blocks, so block borders move
     between calls (random shifts make the regulariser shift-invariant on average).
@@ -170,7 +191,8 @@ def _llr_shrink(
     nh, nw = (h + pad_h) // block, (w + pad_w) // block
     blocks = padded.reshape(b, t, nh, block, nw, block).permute(0, 2, 4, 3, 5, 1)
     blocks = blocks.reshape(b, nh * nw, block * block, t)
-    blocks = blocks @ _shrink_right(blocks, lambda_b)
+    per_item = torch.as_tensor(lambda_b, dtype=torch.float64, device=x.device).reshape(-1, 1, 1)
+    blocks = blocks @ _shrink_right(blocks, per_item)
     padded = blocks.reshape(b, nh, nw, block, block, t).permute(0, 5, 1, 3, 2, 4)
     x = padded.reshape(b, t, h + pad_h, w + pad_w)[:, :, :h, :w]
     return torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(2, 3))
@@ -216,10 +238,12 @@ def llr(
     monitor: Callable[[int, torch.Tensor], None] | None = None,
     normalised: bool = False,
     init: str = LLR_INIT,
+    lambda_static: float | None = LLR_LAMBDA_STATIC,
 ) -> torch.Tensor:
     """Locally low-rank reconstruction (FISTA, random block shifts).
 
-    Minimises ``||A x - d||^2 / 2 + lambda_b sum_blocks ||x_block||_*`` with step 1
+    Minimises ``||A x - d||^2 / 2 + lambda_b sum_blocks ||x_block||_*`` (``lambda_static``
+    where every frame samples the same k-space) with step 1
     (``||A^H A|| <= 1``). Each batch item is scaled to ``max |A^H d| = 1`` first, as in
     :func:`lplus_s`. The shifts come from a generator seeded with ``seed``, so a call is
     deterministic.
@@ -243,6 +267,9 @@ def llr(
     init
         First iterate: ``"shared"``, the data-shared time average (:func:`shared_average`),
         or ``"adjoint"``, ``A^H d``.
+    lambda_static
+        The weight instead of ``lambda_b`` for batch items whose mask samples the same
+        k-space in every frame (:func:`static_sampling`); ``None``: ``lambda_b`` for all.
 
     Returns
     -------
@@ -251,20 +278,27 @@ def llr(
     """
     if init not in LLR_INITS:
         raise ValueError(f"init must be one of {tuple(LLR_INITS)}, got {init!r}")
-    if not lambda_b >= 0:
-        raise ValueError(f"lambda_b must be >= 0, got {lambda_b}")
+    for name, weight in (("lambda_b", lambda_b), ("lambda_static", lambda_static)):
+        if weight is not None and not weight >= 0:
+            raise ValueError(f"{name} must be >= 0, got {weight}")
     for name, value in (("n_iter", n_iter), ("block", block)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     units = _in_units(op, kspace, normalised)
     adjoint_data = units.image
+    # one weight per batch item, float64 as the singular values it is compared with
+    thresholds = torch.full((kspace.shape[0],), float(lambda_b), dtype=torch.float64)
+    if lambda_static is not None:
+        static = static_sampling(op, kspace.shape[0]).cpu()
+        thresholds = torch.where(static, float(lambda_static), thresholds)
+    thresholds = thresholds.to(kspace.device)
     x = adjoint_data if init == "adjoint" else shared_average(op, units.kspace)
     z, t_k = x, 1.0
     shifts = torch.randint(0, block, (n_iter, 2), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         for iteration in range(n_iter):
             shift = (int(shifts[iteration, 0]), int(shifts[iteration, 1]))
-            x_new = _llr_shrink(z - (op.normal(z) - adjoint_data), lambda_b, block, shift)
+            x_new = _llr_shrink(z - (op.normal(z) - adjoint_data), thresholds, block, shift)
             t_next = (1 + (1 + 4 * t_k * t_k) ** 0.5) / 2
             z = x_new + ((t_k - 1) / t_next) * (x_new - x)
             x, t_k = x_new, t_next

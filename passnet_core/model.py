@@ -36,7 +36,9 @@ FUSIONS = ("lsaf", "fixed")
 STARTS = ("adjoint", "lplus_s", "llr")
 # Settings that change what the stages are given, not their parameters: weights trained
 # with one may be fine-tuned with another (training.train, run.init_weights)
-INPUT_SETTINGS = ("start_iterations", "start_lambda", "start_init", "phase_reference")
+INPUT_SETTINGS = (
+    "start_iterations", "start_lambda", "start_lambda_static", "start_init", "phase_reference",
+)  # fmt: skip
 PHASE_REFERENCES = ("none", "lowres")
 LOWRES_BLOCK = 24  # side of the k-space centre of lowres_phase (the chain maps' calibration block)
 
@@ -78,6 +80,10 @@ class PASSNetConfig:
         :func:`passnet_core.baselines.llr`). The default 0.05 is what every weight file
         before this setting was trained with; the stages learn on the start they are given,
         so a file keeps its own.
+    start_lambda_static
+        The ``"llr"`` start's threshold where every frame samples the same k-space
+        (equispaced lines; ``lambda_static`` of :func:`passnet_core.baselines.llr`).
+        ``None`` (files before this setting): ``start_lambda`` for every mask.
     start_init
         First iterate of the ``"llr"`` start (:data:`passnet_core.baselines.LLR_INITS`):
         ``"adjoint"`` (``A^H d``, what weight files before this setting were trained with) or
@@ -119,6 +125,7 @@ class PASSNetConfig:
     start: str = "adjoint"
     start_iterations: int = 50
     start_lambda: float = 0.05
+    start_lambda_static: float | None = None
     start_init: str = "adjoint"
     zero_init_residual: bool = True
     phase_reference: str = "none"
@@ -145,9 +152,13 @@ class PASSNetConfig:
             raise bad("phase_reference", f"must be one of {PHASE_REFERENCES}")
         if not isinstance(self.zero_init_residual, bool):
             raise bad("zero_init_residual", "must be true or false")
-        lam = self.start_lambda
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam < math.inf:
-            raise bad("start_lambda", "must be a number >= 0")
+        for name in ("start_lambda", "start_lambda_static"):
+            lam = getattr(self, name)
+            if lam is None and name == "start_lambda_static":
+                continue
+            number = isinstance(lam, (int, float)) and not isinstance(lam, bool)
+            if not number or not 0 <= lam < math.inf:
+                raise bad(name, "must be a number >= 0")
         for name in ("mu_init", "svt_r_init", "fixed_fusion_weight", "svd_eps_rel", "pe_base"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -478,7 +489,10 @@ class PASSNet(nn.Module):
             return zero_filled(op, kspace)
         if self.config.start == "llr":
             lam = float(self.config.start_lambda)
-            x0 = llr(op, kspace, lam, n_iter, normalised=True, init=self.config.start_init)
+            x0 = llr(
+                op, kspace, lam, n_iter, normalised=True, init=self.config.start_init,
+                lambda_static=self.config.start_lambda_static,
+            )  # fmt: skip
             return x0.to(kspace.dtype)
         return lplus_s(op, kspace, n_iter=n_iter, tol=0.0, normalised=True).to(kspace.dtype)
 

@@ -131,7 +131,9 @@ def test_llr_is_scale_equivariant(problem):
     )
 
 
-@pytest.mark.parametrize("kwargs", [{"lambda_b": -1.0}, {"n_iter": 0}, {"block": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"lambda_b": -1.0}, {"lambda_static": -0.1}, {"n_iter": 0}, {"block": 0}]
+)
 def test_llr_bad_parameters_raise(problem, kwargs):
     truth, maps, mask, kspace = problem
     with pytest.raises(ValueError):
@@ -283,3 +285,44 @@ def test_llr_from_the_shared_average_is_closer_after_few_iterations(problem):
     assert db["shared"] > db["adjoint"] + 1, db
     with pytest.raises(ValueError, match="init must be one of"):
         llr(kspace, mask, maps, init="zeros")
+
+
+def test_static_sampling_tells_the_same_lines_in_every_frame_from_per_frame_sampling():
+    from passnet_core.masks import make_mask
+
+    def static(mask, maps=None):
+        return baselines.static_sampling(EncodingOp(mask, maps), 2).tolist()
+
+    fixed, moving = make_mask("equispaced", 4, 6, 32, 32), make_mask("vds_lines", 4, 6, 32, 32)
+    maps = torch.ones(2, 3, 32, 32, dtype=torch.complex64) / 3**0.5
+    assert static(fixed) == static(fixed, maps) == [True, True]  # with and without coils
+    assert static(moving) == static(moving, maps) == [False, False]
+    assert static(make_mask("radial", 8, 6, 32, 32)) == [False, False]  # rotating spokes
+    assert static(torch.stack([fixed, moving])) == [True, False]  # one answer per item
+    one_frame_off = fixed.clone()
+    one_frame_off[3, 1] = 1 - one_frame_off[3, 1]
+    assert static(one_frame_off) == [False, False]
+
+
+def test_llr_thresholds_static_sampling_by_lambda_static_and_per_frame_sampling_by_lambda_b(
+    problem,
+):
+    from passnet_core.masks import make_mask
+
+    truth, maps, moving, _ = problem
+    fixed = make_mask("equispaced", 4, T, H, W)
+    for mask, static in ((fixed, True), (moving, False)):
+        kspace = EncodingOp(mask, maps).forward(truth)
+        own = llr(kspace, mask, maps, n_iter=4, lambda_b=0.05, lambda_static=0.01)
+        by_b = llr(kspace, mask, maps, n_iter=4, lambda_b=0.05, lambda_static=None)
+        by_static = llr(kspace, mask, maps, n_iter=4, lambda_b=0.01, lambda_static=None)
+        torch.testing.assert_close(own, by_static if static else by_b)
+        assert not torch.allclose(by_b, by_static)  # the two weights do differ here
+    # a batch of both: each item as it would be on its own
+    both = torch.stack([fixed, moving])
+    kspace = EncodingOp(both, maps.expand(2, -1, -1, -1)).forward(truth.expand(2, -1, -1, -1))
+    batch = llr(kspace, both, maps.expand(2, -1, -1, -1), n_iter=4, lambda_b=0.05,
+                lambda_static=0.01)  # fmt: skip
+    for i in range(2):
+        alone = llr(kspace[i : i + 1], both[i], maps, n_iter=4, lambda_b=0.05, lambda_static=0.01)
+        torch.testing.assert_close(batch[i : i + 1], alone, rtol=1e-4, atol=1e-5)

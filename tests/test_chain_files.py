@@ -65,10 +65,10 @@ def test_the_cache_name_changes_with_every_start_setting():
         chain_files.cache_name(draw, dataclasses.replace(SMALL, **change))
         for change in (
             {}, {"start_lambda": 0.02}, {"start_iterations": 11}, {"start": "lplus_s"},
-            {"start_init": "shared"},
+            {"start_init": "shared"}, {"start_lambda_static": 0.02},
         )
     }  # fmt: skip
-    assert len(names) == 5
+    assert len(names) == 6
     # what the stages do with the start is not part of it
     assert chain_files.cache_name(draw, dataclasses.replace(SMALL, channels=8)) in names
 

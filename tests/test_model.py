@@ -161,12 +161,36 @@ def test_untrained_network_with_a_warm_start_is_that_start_plus_gradient_steps(s
     with torch.no_grad():
         out = model(kspace, mask, maps)
     classical = {"lplus_s": lplus_s, "llr": llr}[start]
-    settings = {"lplus_s": {"tol": 0.0}, "llr": {"lambda_b": config.start_lambda, "init": init}}
+    llr_settings = {"lambda_b": config.start_lambda, "init": init, "lambda_static": None}
+    settings = {"lplus_s": {"tol": 0.0}, "llr": llr_settings}
     settings = settings[start]
     x = classical(op, kspace, n_iter=3, **settings)
     for _ in range(2):  # zero-initialised residual branches: each stage is a plain step
         x = x - 0.5 * op.adjoint(op.forward(x) - kspace)
     torch.testing.assert_close(out, x, rtol=1e-4, atol=1e-5)
+
+
+def test_llr_start_takes_its_static_threshold_only_where_every_frame_has_the_same_lines():
+    from passnet_core.baselines import llr
+    from passnet_core.masks import make_mask
+
+    image, _, moving, maps = _problem(1, 4, 32, 32, coils=3)
+    for mask, static in ((make_mask("equispaced", 4, 4, 32, 32), True), (moving, False)):
+        op = EncodingOp(mask, maps)
+        kspace = op.forward(image)
+        starts = {}
+        for lam_static in (None, 0.01):
+            config = PASSNetConfig(
+                n_stages=1, channels=4, start="llr", start_iterations=3, start_lambda=0.2,
+                start_lambda_static=lam_static,
+            )  # fmt: skip
+            with torch.no_grad():
+                starts[lam_static] = PASSNet(config).start(op, kspace)
+        expected = llr(op, kspace, 0.01 if static else 0.2, 3, normalised=True, lambda_static=None)
+        torch.testing.assert_close(starts[0.01], expected.to(kspace.dtype))
+        unchanged = llr(op, kspace, 0.2, 3, normalised=True, lambda_static=None)
+        torch.testing.assert_close(starts[None], unchanged.to(kspace.dtype))  # older files
+        assert torch.allclose(starts[0.01], starts[None]) is not static
 
 
 @pytest.mark.parametrize("mu_init", [0.1, 1.0, 1.9])
@@ -281,6 +305,8 @@ def test_ablations_and_config_roundtrip():
         {"start_lambda": -0.1},
         {"start_lambda": float("nan")},
         {"start_lambda": True},
+        {"start_lambda_static": -0.1},
+        {"start_lambda_static": "0.02"},
         {"start_init": "zeros"},
     ],
 )
@@ -349,5 +375,6 @@ def test_phase_reference_is_validated_and_old_configs_keep_none():
     assert PASSNetConfig.from_dict({}).phase_reference == "none"
     assert PASSNetConfig.from_dict({}).start_lambda == 0.05  # what older files were trained on
     assert PASSNetConfig.from_dict({}).start_init == "adjoint"
+    assert PASSNetConfig.from_dict({}).start_lambda_static is None  # one threshold for all
     with pytest.raises(ValueError, match="phase_reference"):
         PASSNetConfig(phase_reference="coil")

@@ -139,6 +139,8 @@ def _start_settings(config: PASSNetConfig) -> dict[str, object]:
     if config.start == "llr":  # the only start with a threshold and a first iterate
         settings["start_lambda"] = config.start_lambda
         settings["start_init"] = config.start_init
+        if config.start_lambda_static is not None:  # absent: the cache names of before
+            settings["start_lambda_static"] = config.start_lambda_static
     return settings
 
 
