@@ -288,7 +288,7 @@ def test_llr_from_the_shared_average_is_closer_after_few_iterations(problem):
 
 
 def test_static_sampling_tells_the_same_lines_in_every_frame_from_per_frame_sampling():
-    from passnet_core.masks import make_mask
+    from passnet_core.masks import equispaced_mask, make_mask
 
     def static(mask, maps=None):
         return baselines.static_sampling(EncodingOp(mask, maps), 2).tolist()
@@ -299,9 +299,15 @@ def test_static_sampling_tells_the_same_lines_in_every_frame_from_per_frame_samp
     assert static(moving) == static(moving, maps) == [False, False]
     assert static(make_mask("radial", 8, 6, 32, 32)) == [False, False]  # rotating spokes
     assert static(torch.stack([fixed, moving])) == [True, False]  # one answer per item
-    one_frame_off = fixed.clone()
-    one_frame_off[3, 1] = 1 - one_frame_off[3, 1]
-    assert static(one_frame_off) == [False, False]
+    # nearly the same lines: one lost in one frame, calibration lines in the first frame only
+    lost = fixed.clone()
+    lost[3, int(fixed[3, :, 0].nonzero()[0])] = 0
+    acs_once = equispaced_mask(6, 20, 128, 16, acs=0)  # a cine's size: 22 lines a frame
+    acs_once[0] = equispaced_mask(6, 1, 128, 16)[0]  # + 20 calibration lines once
+    assert static(lost) == static(acs_once) == [True, True]
+    half = fixed.clone()
+    half[::2] = equispaced_mask(4, 3, 32, 32, acs=0).roll(1, dims=1)  # other lines
+    assert static(half) == [False, False]
 
 
 def test_llr_thresholds_static_sampling_by_lambda_static_and_per_frame_sampling_by_lambda_b(
