@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from gadgets.chain import ChainParams, run_chain
-from gadgets.chain_config import DEFAULT_BART_LAMBDA
 from gadgets.scoring import METRICS_CONVENTION, compare_with_truth, read_truth
 from passnet_core import methods as registry
 from passnet_core.ismrmrd_io import read_raw
@@ -177,7 +176,7 @@ def measure_chain_quality(
                 # no zero-filled stand-in: a network that cannot run must fail the bench
                 params = _params(
                     method, weights=weights, fallback="none",
-                    bart_lambda=scores.bart_lambda.get(method, DEFAULT_BART_LAMBDA),
+                    bart_lambda=scores.bart_lambda.get(method),
                 )  # fmt: skip
                 psnr, ssim, seconds = _chain_psnr(path, params)
                 key = (phantom, method)

@@ -35,9 +35,10 @@ FRAME_DIMENSIONS = ("phase", "repetition", "auto")  # acquisition counter of the
 OUTPUTS = ("magnitude", "complex")
 FALLBACKS = ("zero_filled", "none")
 # BART pics LLR weight (bart_llr) on data scaled to max |A^H d| = 1, as the project's LLR
-# sees them: what the chain bench's validation files pick at R 6-8 on passnet simulate's
-# default size (BENCHMARKS.md); it moves with the content, so tune it on your own files
-DEFAULT_BART_LAMBDA = 0.002
+# sees them, per map source: what the chain bench's validation files pick at R 6-8 with
+# per-frame lines on passnet simulate's default size (BENCHMARKS.md; ecalib maps keep more
+# background and want a larger weight). It moves with the content: tune it on your own files
+DEFAULT_BART_LAMBDA = {"ecalib": 0.005, "chain": 0.002}
 BART_MAPS = ("ecalib", "chain")
 # Slice limits: a slice's C*T*H*W (8 bytes each, complex64) and the distinct lines it buffers.
 DEFAULT_MAX_MATRIX_ELEMENTS = 64 * 1024 * 1024
@@ -96,7 +97,8 @@ class ChainParams:
     bart_lambda
         LLR weight of ``bart_llr``, on data divided by max |A^H d| (``pics -w``), the scale
         the project's own methods use (BART's own scale estimate follows the content, and
-        one lambda would then fail some files).
+        one lambda would then fail some files). ``None``: the default for ``bart_maps``
+        (:data:`DEFAULT_BART_LAMBDA`; :meth:`bart_weight`).
     bart_maps
         Coil maps of ``bart_llr``: ``"ecalib"`` (``bart ecalib -m1``, what a BART user runs)
         or ``"chain"`` (the chain's own ESPIRiT maps, as every other method uses).
@@ -113,7 +115,7 @@ class ChainParams:
     coil_map_method: str = "espirit"
     fallback: str = "zero_filled"
     method: str = "passnet"
-    bart_lambda: float = DEFAULT_BART_LAMBDA
+    bart_lambda: float | None = None
     bart_maps: str = "ecalib"
 
     def __post_init__(self) -> None:
@@ -131,7 +133,7 @@ class ChainParams:
         for name in ("max_matrix_elements", "max_lines_per_slice"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if not self.bart_lambda > 0:
+        if self.bart_lambda is not None and not self.bart_lambda > 0:
             raise ValueError(f"bart_lambda must be positive, got {self.bart_lambda}")
         if self.scale is not None and not self.scale > 0:
             raise ValueError(f"scale must be positive, got {self.scale}")
@@ -182,6 +184,12 @@ class ChainParams:
                 raise ValueError(f"unknown chain parameter {key!r}; known: {sorted(types)}")
             values[key] = _coerce(key, raw, types[key])
         return cls(**values)
+
+    def bart_weight(self) -> float:
+        """The LLR weight ``bart_llr`` runs with: ``bart_lambda``, or the maps' default."""
+        if self.bart_lambda is not None:
+            return self.bart_lambda
+        return DEFAULT_BART_LAMBDA[self.bart_maps]
 
     def override(self, **changes: Any) -> ChainParams:
         """A copy with the given fields changed; ``None`` values leave a field as it is."""

@@ -48,7 +48,7 @@ class ReconEngine:
         params = params or ChainParams()
         self.weights, self.device = params.weights, params.device
         self.fallback, self.method = params.fallback, params.method
-        self.bart_lambda = params.bart_lambda
+        self.bart_lambda = params.bart_weight()
         self._model: PASSNet | None = None
         self.load_error: str | None = None
 

@@ -218,7 +218,7 @@ def reconstruction_key(params: ChainParams) -> str:
         f"frames={params.frame_dimension}",
     ]
     if params.method == "bart_llr":
-        parts.append(f"bart_lambda={params.bart_lambda:g}")
+        parts.append(f"bart_lambda={params.bart_weight():g}")
     if params.method == "passnet":
         parts.append(f"weights={_weights_digest(params.weights)}")
     return ";".join(parts)

@@ -136,3 +136,17 @@ def test_override_ignores_unset_options_and_revalidates():
     with pytest.raises(ValueError, match="output must be one of"):
         params.override(output="phase")
     assert issubclass(UnsupportedChainError, ValueError)
+
+
+def test_bart_weight_defaults_to_what_the_bench_tunes_for_the_map_source():
+    from gadgets.chain_config import DEFAULT_BART_LAMBDA
+
+    # ecalib maps keep more background than the chain's and want a larger weight
+    assert DEFAULT_BART_LAMBDA["ecalib"] > DEFAULT_BART_LAMBDA["chain"]
+    for maps in ("ecalib", "chain"):
+        for text in ("", "auto", "none"):
+            params = ChainParams.from_config({"bart_maps": maps, "bart_lambda": text})
+            assert params.bart_lambda is None
+            assert params.bart_weight() == DEFAULT_BART_LAMBDA[maps]
+        chosen = ChainParams.from_config({"bart_maps": maps, "bart_lambda": "0.0125"})
+        assert chosen.bart_weight() == 0.0125  # a user's own lambda wins over the default
