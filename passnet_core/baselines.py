@@ -292,11 +292,12 @@ def llr(
     units = _in_units(op, kspace, normalised)
     adjoint_data = units.image
     # one weight per batch item, float64 as the singular values it is compared with
-    thresholds = torch.full((kspace.shape[0],), float(lambda_b), dtype=torch.float64)
+    thresholds = torch.full(
+        (kspace.shape[0],), float(lambda_b), dtype=torch.float64, device=kspace.device
+    )
     if lambda_static is not None:
-        static = static_sampling(op, kspace.shape[0]).cpu()
+        static = static_sampling(op, kspace.shape[0]).to(kspace.device)
         thresholds = torch.where(static, float(lambda_static), thresholds)
-    thresholds = thresholds.to(kspace.device)
     x = adjoint_data if init == "adjoint" else shared_average(op, units.kspace)
     z, t_k = x, 1.0
     shifts = torch.randint(0, block, (n_iter, 2), generator=torch.Generator().manual_seed(seed))
