@@ -65,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and R (default vds_lines)",
     )
     parser.add_argument(
+        "--chain-figures",
+        type=Path,
+        help="chain section: write a PNG per phantom, mask and R into this folder (the first "
+        "file, every method side by side: frame, zoom, error, x-t profile)",
+    )
+    parser.add_argument(
         "--weights", type=Path, help="PASSNet weights for the quality and chain sections"
     )
     parser.add_argument("--weights-uniform", type=Path, help="uniform-SVT weights (quality)")

@@ -19,8 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from gadgets.assembly import assemble
 from gadgets.chain import ChainParams, run_chain
-from gadgets.scoring import METRICS_CONVENTION, compare_with_truth, read_truth
+from gadgets.exporters.stacks import slice_stacks
+from gadgets.scoring import METRICS_CONVENTION, compare_with_truth, fitted_scale, read_truth
+from gadgets.slices import SliceData
 from passnet_core import methods as registry
 from passnet_core.ismrmrd_io import read_raw
 from training.eval_report import paired_ci
@@ -57,6 +60,7 @@ class ChainScores:
     psnr: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     ssim: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     seconds: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    figures: list[Path] = field(default_factory=list)  # one PNG per phantom (its first file)
 
 
 def _files(
@@ -81,8 +85,8 @@ def _files(
     return out
 
 
-def _chain_psnr(path: Path, params: ChainParams) -> tuple[float, float, float]:
-    """PSNR, SSIM and seconds of one file through the whole chain with ``params``."""
+def _chain_psnr(path: Path, params: ChainParams) -> tuple[float, float, float, list]:
+    """PSNR, SSIM, seconds and the images of one file through the whole chain with ``params``."""
     raw, truth = read_raw(path), read_truth(path)
     assert truth is not None  # simulate_cine always stores it
     images: list = []
@@ -92,7 +96,7 @@ def _chain_psnr(path: Path, params: ChainParams) -> tuple[float, float, float]:
     comparison = compare_with_truth(images, truth)
     if comparison is None:
         raise RuntimeError(f"{path.name}: {params.method} returned no images")
-    return comparison.mean_psnr, comparison.mean_ssim, seconds
+    return comparison.mean_psnr, comparison.mean_ssim, seconds, images
 
 
 def _params(method: str, **settings: object) -> ChainParams:
@@ -120,7 +124,7 @@ def tune_bart_lambda(
             for lam in grid:
                 params = _params(method, bart_lambda=lam)
                 try:
-                    psnr, _, _ = _chain_psnr(path, params)
+                    psnr = _chain_psnr(path, params)[0]
                 except RuntimeError:  # e.g. all-zero images at a far too large lambda
                     psnr = float("nan")
                 scores[lam].append(psnr)
@@ -136,6 +140,7 @@ def measure_chain_quality(
     weights: str | None = None,
     bart_validation_files: int = 2,
     mask: str = "vds_lines",
+    figure_dir: Path | None = None,
 ) -> ChainScores:
     """Simulate ``n_files`` files per phantom and reconstruct each with every method.
 
@@ -157,6 +162,9 @@ def measure_chain_quality(
     mask
         ``passnet simulate --mask``: ``vds_lines`` (per-frame variable-density lines) or
         ``equispaced`` (every R-th line, the same in every frame, plus 24 calibration lines).
+    figure_dir
+        Where to write, for the first file of each phantom, every method's images side by side
+        (:func:`chain_figure`); ``None``: no figures.
 
     Returns
     -------
@@ -172,19 +180,67 @@ def measure_chain_quality(
         scores.bart_lambda[method] = max(finite, key=lambda lam: finite[lam])
     with tempfile.TemporaryDirectory(prefix="passnet_bench_chain_") as tmp:
         for phantom, i, path in _files(tmp, FIRST_SEED, n_files, accel, shape, mask):
+            shown: dict[str, list] = {}
             for method in methods:
                 # no zero-filled stand-in: a network that cannot run must fail the bench
                 params = _params(
                     method, weights=weights, fallback="none",
                     bart_lambda=scores.bart_lambda.get(method),
                 )  # fmt: skip
-                psnr, ssim, seconds = _chain_psnr(path, params)
+                psnr, ssim, seconds, images = _chain_psnr(path, params)
+                if figure_dir is not None and i == 0:
+                    shown[method] = images
                 key = (phantom, method)
                 scores.psnr.setdefault(key, []).append(psnr)
                 scores.ssim.setdefault(key, []).append(ssim)
                 scores.seconds.setdefault(key, []).append(seconds)
                 log.info("%s %d %s: %.2f dB in %.1f s", phantom, i, method, psnr, seconds)
+            if shown:
+                assert figure_dir is not None
+                name = f"chain_{mask}_R{accel:g}_{phantom}.png"
+                title = (
+                    f"{phantom}, {MASK_WORDS[mask]}, R = {accel:g} (seed {FIRST_SEED}); "
+                    "estimated coil maps, scored as passnet recon scores"
+                )
+                scores.figures.append(chain_figure(path, shown, figure_dir / name, title))
+                log.info("wrote %s", scores.figures[-1])
     return scores
+
+
+def chain_figure(path: Path, images: dict[str, list], out: Path, title: str = "") -> Path:
+    """Every method's reconstruction of one simulated file side by side, as a PNG.
+
+    Parameters
+    ----------
+    path
+        A one-slice ``passnet simulate`` file (its truth and its sampling mask are shown).
+    images
+        Method name -> the ISMRMRD images the chain returned for the file.
+    out
+        PNG to write.
+    title
+        Figure title.
+
+    Returns
+    -------
+    Path
+        ``out``. Each method is brought to the truth by the same least-squares factor as its
+        score (:func:`gadgets.scoring.fitted_scale`), so the titles' PSNR are the table's.
+    """
+    from training.figures import comparison_figure  # matplotlib: only when figures are asked
+
+    truth = read_truth(path)
+    assert truth is not None  # simulate_cine always stores it
+    y = np.abs(truth[0]).astype(np.float64)
+    raw = read_raw(path)
+    sd = assemble(raw.header, raw.acquisitions())[0][0]
+    if not isinstance(sd, SliceData) or sd.mask.shape != y.shape:
+        raise ValueError(f"{path.name}: no slice of the truth's shape {y.shape} to draw")
+    recons = {}
+    for method, slice_images in images.items():
+        x = slice_stacks(slice_images)[0].magnitudes().astype(np.float64)
+        recons[method] = fitted_scale(x, y) * x
+    return comparison_figure(y, recons, sd.mask, out, title=title, magnitude_psnr=True)
 
 
 def chain_markdown(scores: ChainScores) -> str:
@@ -245,4 +301,7 @@ def chain_markdown(scores: ChainScores) -> str:
         "",
         f"Metric: {METRICS_CONVENTION}.",
     ]
+    if scores.figures:
+        shown = ", ".join(f"`{f}`" for f in scores.figures)
+        lines += ["", f"Figures (the first file of each phantom, every method): {shown}."]
     return "\n".join(lines) + "\n"

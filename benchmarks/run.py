@@ -159,8 +159,9 @@ def _chain(args: argparse.Namespace, sizes: list[Size]) -> tuple[str, str, str]:
     for mask in args.chain_mask:
         for accel in args.chain_accel:
             scores = chain_quality.measure_chain_quality(
-                n_files, accel, shape, methods, weights, 1 if args.quick else 2, mask
-            )
+                n_files, accel, shape, methods, weights, 1 if args.quick else 2, mask,
+                args.chain_figures,
+            )  # fmt: skip
             heading = f"### R = {accel:g}, {mask}\n\n"
             tables.append(heading + chain_quality.chain_markdown(scores))
     title = "Whole-chain quality on simulated files (passnet recon, estimated coil maps)"

@@ -91,6 +91,16 @@ class TruthComparison:
         return sum(self.ssim) / len(self.ssim)
 
 
+def fitted_scale(x: np.ndarray, y: np.ndarray) -> float:
+    """The least-squares factor ``a = <x, y> / <x, x>`` that brings magnitudes ``x`` to ``y``.
+
+    The chain's images are in display units; this is the one factor per slice that
+    :data:`METRICS_CONVENTION` allows before scoring. ``0.0`` for an empty image.
+    """
+    energy = float((x * x).sum())
+    return float((x * y).sum()) / energy if energy > 0 else 0.0
+
+
 def compare_with_truth(images: list, truth: np.ndarray) -> TruthComparison | None:
     """Score the images against the ground truth and log one line per slice and overall.
 
@@ -119,8 +129,7 @@ def compare_with_truth(images: list, truth: np.ndarray) -> TruthComparison | Non
             )  # fmt: skip
             return None
         y = np.abs(truth[index]).astype(np.float64)
-        energy = float((x * x).sum())
-        scale = float((x * y).sum()) / energy if energy > 0 else 0.0
+        scale = fitted_scale(x, y)
         if not scale > 0 or not y.max() > 0:
             log.warning("slice %d: empty image or truth; no PSNR/SSIM", index)
             return None

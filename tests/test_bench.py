@@ -145,3 +145,34 @@ def test_chain_section_scores_equispaced_files_and_says_so():
     text = chain_quality.chain_markdown(scores)
     assert "equispaced lines (the same in every frame) with 24 calibration lines" in text
     assert "`passnet simulate --mask equispaced --accel 4" in text
+
+
+def test_chain_figures_show_what_the_table_scores(tmp_path, monkeypatch):
+    from benchmarks import chain_quality
+    from passnet_core import metrics
+    from training import figures
+
+    drawn: dict[str, dict] = {}
+    draw = figures.comparison_figure
+
+    def spy(target, recons, mask, path, **kwargs):
+        drawn[path.name] = {"target": target, "recons": recons, "mask": mask}
+        return draw(target, recons, mask, path, **kwargs)
+
+    monkeypatch.setattr(figures, "comparison_figure", spy)
+    methods = ("zero-filled", "llr")
+    scores = chain_quality.measure_chain_quality(
+        2, 4, (4, 48, 48, 2), methods, figure_dir=tmp_path / "figs"
+    )
+    # one figure per phantom, of its first file only
+    names = [f"chain_vds_lines_R4_{p}.png" for p in chain_quality.PHANTOMS]
+    assert [f.name for f in scores.figures] == names
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(names)
+    for phantom, name in zip(chain_quality.PHANTOMS, names, strict=True):
+        shown = drawn[name]
+        assert shown["mask"].shape == shown["target"].shape == (4, 48, 48)
+        assert 0 < shown["mask"].mean() < 1  # the file's own undersampling
+        for method in methods:  # scaled as scored: the titles' PSNR are the table's
+            psnr = float(metrics.psnr(shown["recons"][method], shown["target"], magnitude=True))
+            assert psnr == pytest.approx(scores.psnr[(phantom, method)][0], abs=1e-6)
+    assert "Figures (the first file of each phantom" in chain_quality.chain_markdown(scores)
