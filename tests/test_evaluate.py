@@ -166,3 +166,21 @@ def test_validation_curves_are_drawn_from_runs_and_redrawn_from_their_sidecar(
     assert json.loads(again.with_suffix(".json").read_text()) == sidecar
     with pytest.raises(SystemExit, match="LABEL=PATH"):
         figures_main([str(again), str(run / "history.json")])
+
+
+@pytest.mark.parametrize("static", [None, 0.02])
+def test_recipe_line_names_the_start_and_the_training_length(tmp_path, static):
+    from passnet_core.model import PASSNet, PASSNetConfig
+    from passnet_core.weights import save_weights
+    from training.evaluate import describe_recipe
+
+    config = PASSNetConfig(
+        n_stages=2, channels=4, start="llr", start_lambda=0.03, start_lambda_static=static
+    )
+    run = {"optim": {"epochs": 3}, "run": {"max_steps_per_epoch": 7}}
+    training = {"training_config": run}
+    path = save_weights(PASSNet(config), tmp_path / "w.safetensors", training)
+    line = describe_recipe(path)
+    assert line.startswith("2 stages from llr (lambda 0.03")
+    assert ("0.02 where every frame has the same lines" in line) == (static is not None)
+    assert "21 steps (3 x 7)" in line

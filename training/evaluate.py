@@ -139,9 +139,11 @@ def describe_recipe(path: Path) -> str:
     steps = f"{epochs * per_epoch} steps ({epochs} x {per_epoch})" if epochs and per_epoch else ""
     start = config.start
     if start == "llr":
+        static = config.start_lambda_static
+        same_lines = "" if static is None else f", {static:g} where every frame has the same lines"
         start += (
-            f" (lambda {config.start_lambda:g}, {config.start_iterations} iterations from "
-            f"{baselines.LLR_INITS[config.start_init]})"
+            f" (lambda {config.start_lambda:g}{same_lines}, {config.start_iterations} iterations "
+            f"from {baselines.LLR_INITS[config.start_init]})"
         )
     parts = [
         f"{config.n_stages} stages from {start}",
@@ -297,11 +299,11 @@ def _notes(
         if name in names and path.is_file():
             recipes.append(f"`{name}` ({path.name}: {describe_recipe(path)})")
     notes.append(
-        "PASSNet variants: `passnet` = shipped default (LLR warm start), `passnet-adjoint` = "
-        "the paper's A^H d start, `passnet-uniform` = uniform-SVT ablation, trained by "
-        "training/configs/cpu_default.yaml (docs/training.md); as each file records it: "
-        + "; ".join(recipes)
-        + ". Times: CPU, this machine."
+        "PASSNet variants: `passnet` = shipped default (LLR warm start, "
+        "training/configs/chain_files.yaml), `passnet-adjoint` = the paper's A^H d start (an "
+        "earlier recipe), `passnet-uniform` = uniform-SVT ablation (training/configs/"
+        "cpu_default.yaml, stage 1 of the default's recipe); docs/training.md; as each file "
+        "records it: " + "; ".join(recipes) + ". Times: CPU, this machine."
     )
     if args.reuse_methods:
         notes.append(
