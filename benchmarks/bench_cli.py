@@ -59,10 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chain-mask",
         nargs="+",
-        choices=("vds_lines", "equispaced"),
+        choices=("vds_lines", "equispaced", "radial"),
         default=["vds_lines"],
-        help="chain section: `passnet simulate --mask` kinds of the files; one table per kind "
-        "and R (default vds_lines)",
+        help="chain section: `passnet simulate --mask` kinds of the files, or radial "
+        "(pseudo-radial spokes kept after the chain's ingest of files of every line); one "
+        "table per kind and R (default vds_lines)",
     )
     parser.add_argument(
         "--chain-figures",

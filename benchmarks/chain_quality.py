@@ -7,6 +7,11 @@ SENSE combination, image scaling) once per method, and is scored against the fil
 :func:`gadgets.scoring.compare_with_truth` (its convention is printed with the table). The two
 phantoms are the cardiac generator training draws from and the independent ellipse family
 (``passnet simulate --phantom ellipses``), which training never sees.
+
+Radial cine cannot be written as Cartesian line readouts. Its files sample every line; each goes
+through the chain's ingest (:func:`gadgets.assembly.assemble`), then only pseudo-radial spokes
+are kept (:func:`training.chain_files.keep_spokes`, which remakes the calibration from them),
+and the chain's per-slice steps (maps, method, crop and scaling, images) follow as in the chain.
 """
 
 from __future__ import annotations
@@ -22,10 +27,14 @@ import numpy as np
 from gadgets.assembly import assemble
 from gadgets.chain import ChainParams, run_chain
 from gadgets.exporters.stacks import slice_stacks
+from gadgets.images import build_images
+from gadgets.pipeline import ReconEngine, reconstruct_slice
 from gadgets.scoring import METRICS_CONVENTION, compare_with_truth, fitted_scale, read_truth
 from gadgets.slices import SliceData
 from passnet_core import methods as registry
 from passnet_core.ismrmrd_io import read_raw
+from passnet_core.masks import radial_mask
+from training.chain_files import keep_spokes
 from training.eval_report import paired_ci
 from training.simulate import simulate_cine
 
@@ -45,7 +54,9 @@ QUICK_SHAPE = (4, 32, 32, 2)
 MASK_WORDS = {
     "vds_lines": "per-frame variable-density lines",
     "equispaced": "equispaced lines (the same in every frame) with 24 calibration lines",
+    "radial": "pseudo-radial spokes (rotated per frame)",
 }
+MASKS = tuple(MASK_WORDS)
 
 
 @dataclass
@@ -55,12 +66,35 @@ class ChainScores:
     accel: float
     shape: tuple[int, int, int, int]
     mask: str = "vds_lines"
+    spokes: int | None = None  # radial: spokes per frame (the nearest to R = accel)
     bart_lambda: dict[str, float] = field(default_factory=dict)  # BART method -> lambda
     bart_tuning: dict[str, dict[float, float]] = field(default_factory=dict)  # -> lambda -> dB
     psnr: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     ssim: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     seconds: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     figures: list[Path] = field(default_factory=list)  # one PNG per phantom (its first file)
+
+
+@dataclass(frozen=True)
+class BenchFile:
+    """One simulated file of the bench and how its samples are taken."""
+
+    phantom: str
+    index: int  # among the phantom's files
+    seed: int
+    path: Path
+    spokes: int | None = None  # radial: the spokes kept after the ingest; None: the file's lines
+
+
+def spokes_for(accel: float, shape: tuple[int, int, int, int]) -> int:
+    """Spokes per frame whose pseudo-radial mask comes nearest to acceleration ``accel``."""
+    frames, h, w, _ = shape
+
+    def gap(n: int) -> float:
+        sampled = float(radial_mask(n, frames, h, w, np.random.default_rng(0)).mean())
+        return abs(1 / sampled - accel)
+
+    return min(range(1, max(h, w) + 1), key=gap)
 
 
 def _files(
@@ -70,32 +104,51 @@ def _files(
     accel: float,
     shape: tuple[int, int, int, int],
     mask: str = "vds_lines",
-) -> list[tuple[str, int, Path]]:
-    """``(phantom, index, path)`` of ``n_files`` simulated files per phantom."""
+) -> list[BenchFile]:
+    """``n_files`` simulated files per phantom (radial: files of every line, spokes kept later)."""
     frames, h, w, coils = shape
+    spokes = spokes_for(accel, shape) if mask == "radial" else None
+    line_mask, line_accel = ("vds_lines", 1.0) if spokes else (mask, accel)
     out = []
     for phantom in PHANTOMS:
         for i in range(n_files):
-            path = Path(tmp) / f"{phantom}_{first_seed + i}.h5"
+            seed = first_seed + i
+            path = Path(tmp) / f"{phantom}_{seed}.h5"
             simulate_cine(
-                path, seed=first_seed + i, n_coils=coils, frames=frames, matrix=(h, w),
-                mask=mask, accel=accel, phantom=phantom,
+                path, seed=seed, n_coils=coils, frames=frames, matrix=(h, w),
+                mask=line_mask, accel=line_accel, phantom=phantom,
             )  # fmt: skip
-            out.append((phantom, i, path))
+            out.append(BenchFile(phantom, i, seed, path, spokes))
     return out
 
 
-def _chain_psnr(path: Path, params: ChainParams) -> tuple[float, float, float, list]:
+def _spokes_slice(file: BenchFile) -> SliceData:
+    """The file through the chain's ingest, only its spokes kept."""
+    assert file.spokes is not None
+    raw = read_raw(file.path)
+    slices, _ = assemble(raw.header, raw.acquisitions())
+    if len(slices) != 1 or not isinstance(slices[0], SliceData):
+        raise RuntimeError(f"{file.path.name}: the chain did not assemble one slice")
+    return keep_spokes(slices[0], file.spokes, file.seed)
+
+
+def _chain_psnr(file: BenchFile, params: ChainParams) -> tuple[float, float, float, list]:
     """PSNR, SSIM, seconds and the images of one file through the whole chain with ``params``."""
-    raw, truth = read_raw(path), read_truth(path)
+    raw, truth = read_raw(file.path), read_truth(file.path)
     assert truth is not None  # simulate_cine always stores it
     images: list = []
     start = time.perf_counter()
-    run_chain(raw.header, raw.acquisitions(), images.append, params)
+    if file.spokes is None:
+        run_chain(raw.header, raw.acquisitions(), images.append, params)
+    else:  # the chain's ingest, the spokes kept, then the chain's per-slice steps
+        slice_data = _spokes_slice(file)
+        result = reconstruct_slice(slice_data, params, ReconEngine(params))
+        images = build_images(result.frames, slice_data, 1, params.image_series_index,
+                              result.comment)  # fmt: skip
     seconds = time.perf_counter() - start
     comparison = compare_with_truth(images, truth)
     if comparison is None:
-        raise RuntimeError(f"{path.name}: {params.method} returned no images")
+        raise RuntimeError(f"{file.path.name}: {params.method} returned no images")
     return comparison.mean_psnr, comparison.mean_ssim, seconds, images
 
 
@@ -120,15 +173,16 @@ def tune_bart_lambda(
     """
     scores: dict[float, list[float]] = {lam: [] for lam in grid}
     with tempfile.TemporaryDirectory(prefix="passnet_bench_bart_") as tmp:
-        for phantom, i, path in _files(tmp, VALIDATION_SEED, n_files, accel, shape, mask):
+        for file in _files(tmp, VALIDATION_SEED, n_files, accel, shape, mask):
             for lam in grid:
                 params = _params(method, bart_lambda=lam)
                 try:
-                    psnr = _chain_psnr(path, params)[0]
+                    psnr = _chain_psnr(file, params)[0]
                 except RuntimeError:  # e.g. all-zero images at a far too large lambda
                     psnr = float("nan")
                 scores[lam].append(psnr)
-                log.info("validation %s %d: %s lambda %g: %.2f dB", phantom, i, method, lam, psnr)
+                log.info("validation %s %d: %s lambda %g: %.2f dB",
+                         file.phantom, file.index, method, lam, psnr)  # fmt: skip
     return {lam: float(np.mean(values)) for lam, values in scores.items()}  # NaN: it failed
 
 
@@ -161,7 +215,9 @@ def measure_chain_quality(
         Validation files per phantom for :func:`tune_bart_lambda` (when ``bart-llr`` runs).
     mask
         ``passnet simulate --mask``: ``vds_lines`` (per-frame variable-density lines) or
-        ``equispaced`` (every R-th line, the same in every frame, plus 24 calibration lines).
+        ``equispaced`` (every R-th line, the same in every frame, plus 24 calibration lines),
+        or ``radial``: the spokes per frame nearest to R (:func:`spokes_for`), kept from files
+        of every line after the chain's ingest.
     figure_dir
         Where to write, for the first file of each phantom, every method's images side by side
         (:func:`chain_figure`); ``None``: no figures.
@@ -170,7 +226,7 @@ def measure_chain_quality(
     -------
     ChainScores
     """
-    scores = ChainScores(accel, shape, mask)
+    scores = ChainScores(accel, shape, mask, spokes_for(accel, shape) if mask == "radial" else None)
     for method in (m for m in methods if m in BART_METHODS):
         tuning = tune_bart_lambda(bart_validation_files, accel, shape, BART_GRID, method, mask)
         finite = {lam: p for lam, p in tuning.items() if np.isfinite(p)}
@@ -179,7 +235,8 @@ def measure_chain_quality(
         scores.bart_tuning[method] = tuning
         scores.bart_lambda[method] = max(finite, key=lambda lam: finite[lam])
     with tempfile.TemporaryDirectory(prefix="passnet_bench_chain_") as tmp:
-        for phantom, i, path in _files(tmp, FIRST_SEED, n_files, accel, shape, mask):
+        for file in _files(tmp, FIRST_SEED, n_files, accel, shape, mask):
+            phantom, i = file.phantom, file.index
             shown: dict[str, list] = {}
             for method in methods:
                 # no zero-filled stand-in: a network that cannot run must fail the bench
@@ -187,7 +244,7 @@ def measure_chain_quality(
                     method, weights=weights, fallback="none",
                     bart_lambda=scores.bart_lambda.get(method),
                 )  # fmt: skip
-                psnr, ssim, seconds, images = _chain_psnr(path, params)
+                psnr, ssim, seconds, images = _chain_psnr(file, params)
                 if figure_dir is not None and i == 0:
                     shown[method] = images
                 key = (phantom, method)
@@ -201,12 +258,20 @@ def measure_chain_quality(
                     f"{phantom}, {MASK_WORDS[mask]}, R = {accel:g} (seed {FIRST_SEED}); "
                     "estimated coil maps, scored as passnet recon scores"
                 )
-                scores.figures.append(chain_figure(path, shown, figure_dir / name, title))
+                drawn = _spokes_slice(file).mask if file.spokes else None
+                figure = chain_figure(file.path, shown, figure_dir / name, title, drawn)
+                scores.figures.append(figure)
                 log.info("wrote %s", scores.figures[-1])
     return scores
 
 
-def chain_figure(path: Path, images: dict[str, list], out: Path, title: str = "") -> Path:
+def chain_figure(
+    path: Path,
+    images: dict[str, list],
+    out: Path,
+    title: str = "",
+    mask: np.ndarray | None = None,
+) -> Path:
     """Every method's reconstruction of one simulated file side by side, as a PNG.
 
     Parameters
@@ -219,6 +284,8 @@ def chain_figure(path: Path, images: dict[str, list], out: Path, title: str = ""
         PNG to write.
     title
         Figure title.
+    mask
+        ``(T, H, W)`` sampling mask to show; ``None``: the one the chain's ingest finds.
 
     Returns
     -------
@@ -231,15 +298,17 @@ def chain_figure(path: Path, images: dict[str, list], out: Path, title: str = ""
     truth = read_truth(path)
     assert truth is not None  # simulate_cine always stores it
     y = np.abs(truth[0]).astype(np.float64)
-    raw = read_raw(path)
-    sd = assemble(raw.header, raw.acquisitions())[0][0]
-    if not isinstance(sd, SliceData) or sd.mask.shape != y.shape:
+    if mask is None:
+        raw = read_raw(path)
+        sd = assemble(raw.header, raw.acquisitions())[0][0]
+        mask = sd.mask if isinstance(sd, SliceData) else None
+    if mask is None or mask.shape != y.shape:
         raise ValueError(f"{path.name}: no slice of the truth's shape {y.shape} to draw")
     recons = {}
     for method, slice_images in images.items():
         x = slice_stacks(slice_images)[0].magnitudes().astype(np.float64)
         recons[method] = fitted_scale(x, y) * x
-    return comparison_figure(y, recons, sd.mask, out, title=title, magnitude_psnr=True)
+    return comparison_figure(y, recons, mask, out, title=title, magnitude_psnr=True)
 
 
 def chain_markdown(scores: ChainScores) -> str:
@@ -247,13 +316,23 @@ def chain_markdown(scores: ChainScores) -> str:
     frames, h, w, coils = scores.shape
     methods = sorted({m for _, m in scores.psnr}, key=METHODS.index)
     n = len(next(iter(scores.psnr.values())))
+    if scores.spokes is None:
+        sampling = (
+            f"{MASK_WORDS[scores.mask]} at R = {scores.accel:g} (`passnet simulate --mask "
+            f"{scores.mask} --accel {scores.accel:g} [--phantom ellipses]`, seeds "
+            f"{FIRST_SEED}..), each reconstructed by the replay chain"
+        )
+    else:
+        sampling = (
+            f"{MASK_WORDS[scores.mask]}, {scores.spokes} per frame (R = {scores.accel:g}): files "
+            f"of every line (`passnet simulate --accel 1 [--phantom ellipses]`, seeds "
+            f"{FIRST_SEED}..) read by the chain's ingest, only the spokes kept (the maps' "
+            "calibration remade from them), then the chain's per-slice steps"
+        )
     lines = [
         f"{n} simulated file(s) per phantom, {frames} frames x {h} x {w}, {coils} coils, 2x "
-        f"readout oversampling, correlated coil noise (0.02) with a noise scan, "
-        f"{MASK_WORDS[scores.mask]} at R = {scores.accel:g} (`passnet simulate --mask "
-        f"{scores.mask} --accel {scores.accel:g} [--phantom ellipses]`, seeds {FIRST_SEED}..), "
-        "each reconstructed by the replay chain with ESPIRiT maps from the data (bart-llr: "
-        "`bart ecalib -m1` maps from the same data).",
+        f"readout oversampling, correlated coil noise (0.02) with a noise scan, {sampling}, "
+        "with ESPIRiT maps from the data (bart-llr: `bart ecalib -m1` maps from the same data).",
         "",
         "| phantom | " + " | ".join(methods) + " |",
         "|---" * (len(methods) + 1) + "|",

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.chain_quality import MASK_WORDS, PHANTOMS, SHAPE, VALIDATION_SEED, _chain_psnr
+from benchmarks.chain_quality import MASK_WORDS, PHANTOMS, SHAPE, VALIDATION_SEED, BenchFile
+from benchmarks.chain_quality import _chain_psnr as chain_psnr
 from benchmarks.chain_quality import _params as chain_params
 from benchmarks.llr_gap import bart_llr, ingest, project_llr, score
 from gadgets.pipeline import estimate_maps
@@ -33,6 +34,7 @@ from passnet_core.inference import cached_model
 from passnet_core.model import PASSNet
 from passnet_core.weights import save_weights
 from training.simulate import simulate_cine
+from training.simulate_cli import LINE_MASK_KINDS
 
 
 def _floats(text: str) -> list[float]:
@@ -50,7 +52,7 @@ def network_with_start_lambda(lam: float, folder: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mask", choices=sorted(MASK_WORDS), default="equispaced")
+    parser.add_argument("--mask", choices=sorted(LINE_MASK_KINDS), default="equispaced")
     parser.add_argument("--accel", type=float, default=6.0)
     parser.add_argument("--files", type=int, default=4, help="files per phantom (default 4)")
     parser.add_argument("--lambdas", default="0.01,0.015,0.02,0.03", help="LLR thresholds")
@@ -84,7 +86,8 @@ def main() -> None:
                     row["BART"].append(score(bart_llr(sd, maps, args.bart_lambda), sd, truth))
                 for lam, weights in networks.items():
                     params = chain_params("passnet", weights=str(weights), fallback="none")
-                    row[f"PASSNet {lam:g}"].append(_chain_psnr(path, params)[0])
+                    file = BenchFile(phantom, i, VALIDATION_SEED + i, path)
+                    row[f"PASSNet {lam:g}"].append(chain_psnr(file, params)[0])
                 print(phantom, i, {c: round(v[-1], 2) for c, v in row.items()}, flush=True)
     print(f"\n{MASK_WORDS[args.mask]}, R = {args.accel:g}, {args.files} validation file(s) per "
           f"phantom (seeds {VALIDATION_SEED}..), mean PSNR in dB through the chain"

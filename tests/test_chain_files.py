@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from gadgets.assembly import assemble
 from gadgets.pipeline import estimate_maps
 from passnet_core.ismrmrd_io import read_raw
+from passnet_core.masks import radial_mask
 from passnet_core.model import PASSNet, PASSNetConfig
-from passnet_core.operators import encoding, normalise, zero_filled
+from passnet_core.operators import EncodingOp, encoding, normalise, zero_filled
 from training import chain_files
 from training.config import load_config
 from training.simulate import simulate_cine
@@ -74,8 +77,10 @@ def test_the_cache_name_changes_with_every_start_setting():
 
 
 def test_file_space_refuses_what_a_scanner_file_cannot_hold():
-    with pytest.raises(ValueError, match="radial-8.*Cartesian line masks"):
-        _space(masks=("radial-8",))
+    # vds: 2-D variable-density points, which no cine sequence acquires
+    with pytest.raises(ValueError, match="vds-8.*vds_lines, equispaced, radial"):
+        _space(masks=("vds-8",))
+    assert _space(masks=("radial-8",)).draw(5).mask == "radial"
     with pytest.raises(ValueError, match="noise_levels"):
         _space(noise_levels=(0.0, 0.02))
     assert _space().draw(5) == _space().draw(5) != _space().draw(6)
@@ -140,3 +145,49 @@ def test_chain_files_config_needs_batch_one_and_multi_coil():
                            "optim.batch_size=2", "data.crop_mode=fixed"])  # fmt: skip
     with pytest.raises(ValueError, match="coil_mode: multi"):
         load_config(TINY, ["data.acquisition=chain_files"])
+
+
+def test_keep_spokes_keeps_only_the_spokes_and_remakes_the_calibration(tmp_path):
+    path = tmp_path / "full.h5"
+    simulate_cine(path, seed=3, n_coils=3, frames=6, matrix=32, accel=1.0, noise_level=0.02)
+    raw = read_raw(path)
+    (full,), _ = assemble(raw.header, raw.acquisitions())
+    kept = chain_files.keep_spokes(full, 6, seed=11)
+    expected = radial_mask(6, 6, 32, 32, np.random.default_rng([11, 8])).numpy()
+    assert np.array_equal(kept.mask, expected) and 2 < 1 / kept.mask.mean() < 8
+    assert np.array_equal(kept.kspace, full.kspace * expected[None])
+    # the maps' source sees only what the spokes sampled: their time average, not the file's
+    count = expected.sum(axis=0)
+    average = kept.kspace.sum(axis=1) / np.maximum(count, 1)
+    assert np.allclose(kept.calibration, average, atol=1e-6)
+    assert not np.allclose(kept.calibration, full.calibration, atol=1e-3)
+    # the calibration region is the centred square the spokes' time average covers
+    side = kept.calib_lines
+    assert 4 <= side < 32 and full.calib_lines == 32
+    top = 16 - side // 2
+    assert (count[top : top + side, top : top + side] > 0).all()
+    grown = 16 - (side + 1) // 2
+    assert not (count[grown : grown + side + 1, grown : grown + side + 1] > 0).all()
+    with pytest.raises(ValueError, match="sampled every line"):
+        chain_files.keep_spokes(kept, 6, seed=11)
+
+
+def test_a_radial_sample_has_its_maps_from_the_spokes_alone():
+    draw = _space(masks=("radial-8",)).draw(7)
+    sample = chain_files.make_sample(draw, SMALL)
+    mask = sample["mask"]
+    assert mask.shape == (8, 40, 40) and not torch.equal(mask[0], mask[1])  # rotated per frame
+    assert torch.all(sample["kspace"][:, mask == 0] == 0)
+    op = EncodingOp(mask, sample["coil_maps"][None])
+    units = sample["kspace"][None]
+    residual = (op.forward(sample["target"][None]) - units).norm() / units.norm()
+    assert residual < 0.1  # the target agrees with the spokes up to the noise
+
+    def error(x: torch.Tensor) -> float:
+        target = sample["target"].abs()
+        return float((x.abs() - target).norm() / target.norm())
+
+    assert error(sample["start"]) < 0.5 * error(zero_filled(op, units)[0])
+    # the same file read whole gives other maps: those of the spokes are what the chain has
+    other = chain_files.make_sample(replace(draw, mask="vds_lines", accel=1.0), SMALL)
+    assert not torch.allclose(other["coil_maps"], sample["coil_maps"], atol=1e-3)

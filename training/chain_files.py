@@ -12,6 +12,13 @@ re-implements a step of the chain, so training sees what ``passnet recon`` feeds
 at the size a scanner writes (the crop data sets, :mod:`training.data`, cannot: a crop has no
 readout oversampling, and its maps come from a 48-64 pixel centre).
 
+Radial masks (``radial-N``: ``N`` pseudo-radial spokes per frame on the Cartesian grid, as the
+evaluation draws them) cannot be written as scanner line readouts. Their file samples every line;
+the chain's ingest reads it as above, and :func:`keep_spokes` then keeps only the spokes, with
+the calibration (the time average the maps come from) remade from what the spokes sampled,
+before the chain's map estimation. Noise, prewhitening and oversampling removal are those of
+the acquired samples, so a radial sample differs from a line file only in which samples exist.
+
 The target is the file's truth as the chain's SENSE combination sees it: the prewhitened true
 coil images ``W S rho`` combined with the estimated maps, times the one complex factor that fits
 it to the acquired samples (least squares), which takes up the FFT and oversampling-removal
@@ -34,7 +41,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -48,7 +55,7 @@ from gadgets.pipeline import estimate_maps
 from gadgets.scoring import TRUTH_GROUP
 from gadgets.slices import SliceData
 from passnet_core.ismrmrd_io import read_raw
-from passnet_core.masks import parse_mask_name
+from passnet_core.masks import parse_mask_name, radial_mask
 from passnet_core.model import PASSNet, PASSNetConfig
 from passnet_core.operators import NORMALISATION, EncodingOp, normalise
 from training.acquisition import Sample
@@ -60,6 +67,8 @@ log = logging.getLogger(__name__)
 #: bump when what a cached sample holds, or how it is made, changes
 CACHE_VERSION = 1
 VALIDATION_SEED_OFFSET = 1_000_000  # validation files: a disjoint seed stream
+#: what ``data.masks`` may name: the line masks a scanner file holds, and pseudo-radial spokes
+MASK_KINDS = (*LINE_MASK_KINDS, "radial")
 
 
 @dataclass(frozen=True)
@@ -67,8 +76,8 @@ class FileDraw:
     """What one training file is: ``passnet simulate`` settings drawn from its seed."""
 
     seed: int
-    mask: str  # LINE_MASK_KINDS
-    accel: float
+    mask: str  # MASK_KINDS
+    accel: float  # R; for radial the spokes per frame
     frames: int
     matrix: int
     coils: int
@@ -96,10 +105,10 @@ class FileSpace:
     def __post_init__(self) -> None:
         for name in self.masks:
             kind, _ = parse_mask_name(name)
-            if kind not in LINE_MASK_KINDS:
+            if kind not in MASK_KINDS:
                 raise ValueError(
-                    f"data.masks: {name!r} cannot be written as a scanner file; chain_files "
-                    f"takes Cartesian line masks ({', '.join(LINE_MASK_KINDS)})"
+                    f"data.masks: {name!r} is not a mask a scanner acquires cine with; "
+                    f"chain_files takes {', '.join(MASK_KINDS)}"
                 )
         for what, values in (
             ("frame_counts", self.frame_counts), ("matrices", self.matrices),
@@ -167,6 +176,55 @@ def _truth_as_combined(path: Path, slice_data: SliceData, whitening: np.ndarray 
     return (truth * weights[None]).astype(np.complex64)
 
 
+def keep_spokes(slice_data: SliceData, n_spokes: int, seed: int) -> SliceData:
+    """A fully sampled slice as the chain would hold it had only pseudo-radial spokes arrived.
+
+    Parameters
+    ----------
+    slice_data
+        The chain's slice of a file that sampled every line.
+    n_spokes
+        Spokes per frame (:func:`passnet_core.masks.radial_mask`, rotated per frame).
+    seed
+        Seeds the rotations.
+
+    Returns
+    -------
+    SliceData
+        k-space and mask of the spokes only, and the calibration remade as the time average of
+        what they sampled (as :func:`gadgets.slices.finish_slice` averages what arrived), so
+        maps estimated from it see no sample the spokes did not acquire.
+    """
+    if not slice_data.mask.all():
+        raise ValueError("keep_spokes needs a slice that sampled every line")
+    _, t, h, w = slice_data.kspace.shape
+    mask = radial_mask(n_spokes, t, h, w, np.random.default_rng([seed, 8])).numpy()
+    kspace = (slice_data.kspace * mask[None]).astype(np.complex64)
+    count = mask.sum(axis=0)
+    calibration = (kspace.sum(axis=1) / np.maximum(count, 1)).astype(np.complex64)
+    return replace(
+        slice_data, kspace=kspace, mask=mask, calibration=calibration,
+        calib_lines=_sampled_centre(count > 0),
+    )  # fmt: skip
+
+
+def _sampled_centre(sampled: np.ndarray) -> int:
+    """Side of the largest centred square of ``(H, W)`` ``sampled`` that is sampled throughout.
+
+    What ``calib_lines`` means for line masks (the contiguous central lines, each sampled
+    whole), for spokes: the calibration region ``bart ecalib`` may use.
+    """
+    h, w = sampled.shape
+    side = 0
+    while side < min(h, w):
+        n = side + 1
+        top, left = h // 2 - n // 2, w // 2 - n // 2
+        if not sampled[top : top + n, left : left + n].all():
+            break
+        side = n
+    return side
+
+
 def make_sample(draw: FileDraw, config: PASSNetConfig) -> dict[str, torch.Tensor]:
     """Simulate a draw's file, read it with the chain's code and compute start and target.
 
@@ -179,16 +237,19 @@ def make_sample(draw: FileDraw, config: PASSNetConfig) -> dict[str, torch.Tensor
     """
     with tempfile.TemporaryDirectory(prefix="passnet_chain_file_") as tmp:
         path = Path(tmp) / "sample.h5"
+        radial = draw.mask == "radial"  # a file of every line, the spokes kept after ingest
         simulate_cine(
             path, seed=draw.seed, n_coils=draw.coils, frames=draw.frames,
-            matrix=draw.matrix, mask=draw.mask, accel=draw.accel, noise_level=draw.noise,
-            phantom=draw.phantom,
+            matrix=draw.matrix, mask="vds_lines" if radial else draw.mask,
+            accel=1.0 if radial else draw.accel, noise_level=draw.noise, phantom=draw.phantom,
         )  # fmt: skip
         raw = read_raw(path)
         slices, whitening = assemble(raw.header, raw.acquisitions())
         if len(slices) != 1 or not isinstance(slices[0], SliceData):
             raise RuntimeError(f"{draw.describe()}: the chain did not assemble one slice")
         slice_data = slices[0]
+        if radial:
+            slice_data = keep_spokes(slice_data, int(draw.accel), draw.seed)
         maps = estimate_maps(slice_data)
         assert maps is not None  # simulated files are multi-coil
         combined = _truth_as_combined(path, slice_data, whitening, maps)
