@@ -32,7 +32,7 @@ from gadgets.pipeline import ReconEngine, reconstruct_slice
 from gadgets.scoring import METRICS_CONVENTION, compare_with_truth, fitted_scale, read_truth
 from gadgets.slices import SliceData
 from passnet_core import methods as registry
-from passnet_core.ismrmrd_io import read_raw
+from passnet_core.ismrmrd_io import RawData, read_raw
 from passnet_core.masks import radial_mask
 from training.chain_files import keep_spokes
 from training.eval_report import paired_ci
@@ -56,7 +56,6 @@ MASK_WORDS = {
     "equispaced": "equispaced lines (the same in every frame) with 24 calibration lines",
     "radial": "pseudo-radial spokes (rotated per frame)",
 }
-MASKS = tuple(MASK_WORDS)
 
 
 @dataclass
@@ -122,10 +121,9 @@ def _files(
     return out
 
 
-def _spokes_slice(file: BenchFile) -> SliceData:
-    """The file through the chain's ingest, only its spokes kept."""
+def _spokes_slice(raw: RawData, file: BenchFile) -> SliceData:
+    """The file (``raw``, read from ``file.path``) through the chain's ingest, its spokes kept."""
     assert file.spokes is not None
-    raw = read_raw(file.path)
     slices, _ = assemble(raw.header, raw.acquisitions())
     if len(slices) != 1 or not isinstance(slices[0], SliceData):
         raise RuntimeError(f"{file.path.name}: the chain did not assemble one slice")
@@ -141,7 +139,7 @@ def _chain_psnr(file: BenchFile, params: ChainParams) -> tuple[float, float, flo
     if file.spokes is None:
         run_chain(raw.header, raw.acquisitions(), images.append, params)
     else:  # the chain's ingest, the spokes kept, then the chain's per-slice steps
-        slice_data = _spokes_slice(file)
+        slice_data = _spokes_slice(raw, file)
         result = reconstruct_slice(slice_data, params, ReconEngine(params))
         images = build_images(result.frames, slice_data, 1, params.image_series_index,
                               result.comment)  # fmt: skip
@@ -258,7 +256,7 @@ def measure_chain_quality(
                     f"{phantom}, {MASK_WORDS[mask]}, R = {accel:g} (seed {FIRST_SEED}); "
                     "estimated coil maps, scored as passnet recon scores"
                 )
-                drawn = _spokes_slice(file).mask if file.spokes else None
+                drawn = _spokes_slice(read_raw(file.path), file).mask if file.spokes else None
                 figure = chain_figure(file.path, shown, figure_dir / name, title, drawn)
                 scores.figures.append(figure)
                 log.info("wrote %s", scores.figures[-1])
