@@ -189,7 +189,10 @@ def replay(
             return output
         race = any(sign in output for sign in RACE_SIGNS) and "Unknown Message ID" not in output
         if attempt == ATTEMPTS or not race:
-            server = f"\nserver log (tail):\n{server_log()[-4000:]}" if server_log else ""
+            # the server logs why it ended the stream (e.g. its Python step exited before
+            # connecting back) after the client has already seen the reset
+            time.sleep(1.0)
+            server = f"\nserver log (tail):\n{server_log()[-8000:]}" if server_log else ""
             raise AssertionError(
                 f"gadgetron_ismrmrd_client failed (exit {run.returncode}):\n{output}{server}"
             )
