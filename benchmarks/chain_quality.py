@@ -34,7 +34,7 @@ from gadgets.slices import SliceData
 from passnet_core import methods as registry
 from passnet_core.ismrmrd_io import RawData, read_raw
 from passnet_core.masks import radial_mask
-from training.chain_files import keep_spokes
+from training.chain_files import EVERY_LINE, assemble_one_slice, keep_spokes
 from training.eval_report import paired_ci
 from training.simulate import simulate_cine
 
@@ -107,7 +107,7 @@ def _files(
     """``n_files`` simulated files per phantom (radial: files of every line, spokes kept later)."""
     frames, h, w, coils = shape
     spokes = spokes_for(accel, shape) if mask == "radial" else None
-    line_mask, line_accel = ("vds_lines", 1.0) if spokes else (mask, accel)
+    line_mask, line_accel = EVERY_LINE if spokes else (mask, accel)
     out = []
     for phantom in PHANTOMS:
         for i in range(n_files):
@@ -124,10 +124,7 @@ def _files(
 def _spokes_slice(raw: RawData, file: BenchFile) -> SliceData:
     """The file (``raw``, read from ``file.path``) through the chain's ingest, its spokes kept."""
     assert file.spokes is not None
-    slices, _ = assemble(raw.header, raw.acquisitions())
-    if len(slices) != 1 or not isinstance(slices[0], SliceData):
-        raise RuntimeError(f"{file.path.name}: the chain did not assemble one slice")
-    return keep_spokes(slices[0], file.spokes, file.seed)
+    return keep_spokes(assemble_one_slice(raw, file.path.name)[0], file.spokes, file.seed)
 
 
 def _chain_psnr(file: BenchFile, params: ChainParams) -> tuple[float, float, float, list]:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gadgets.assembly import AcquisitionBuffer, assemble
+from gadgets.assembly import AcquisitionBuffer
 from gadgets.chain_config import ChainParams
 from gadgets.images import build_images
 from gadgets.pipeline import AUTO_SCALE_MAX, centre_crop, estimate_maps
@@ -35,6 +35,7 @@ from gadgets.slices import SliceData
 from passnet_core import bart, baselines
 from passnet_core.ismrmrd_io import read_raw
 from passnet_core.operators import encoding, normalise
+from training.chain_files import assemble_one_slice
 from training.simulate import simulate_cine
 
 FIRST_SEED = 9_100_001
@@ -47,10 +48,7 @@ def ingest(path: Path) -> SliceData:
 
 def ingest_with_whitening(path: Path) -> tuple[SliceData, np.ndarray | None]:
     """:func:`ingest` and the prewhitening matrix the chain estimated from the noise scan."""
-    raw = read_raw(path)
-    out, whitening = assemble(raw.header, raw.acquisitions())
-    assert len(out) == 1 and isinstance(out[0], SliceData), out
-    return out[0], whitening
+    return assemble_one_slice(read_raw(path), path.name)
 
 
 def ecalib_maps(sd: SliceData) -> np.ndarray:

@@ -54,7 +54,7 @@ from gadgets.assembly import assemble
 from gadgets.pipeline import estimate_maps
 from gadgets.scoring import TRUTH_GROUP
 from gadgets.slices import SliceData
-from passnet_core.ismrmrd_io import read_raw
+from passnet_core.ismrmrd_io import RawData, read_raw
 from passnet_core.masks import parse_mask_name, radial_mask
 from passnet_core.model import PASSNet, PASSNetConfig
 from passnet_core.operators import NORMALISATION, EncodingOp, normalise
@@ -69,6 +69,9 @@ CACHE_VERSION = 1
 VALIDATION_SEED_OFFSET = 1_000_000  # validation files: a disjoint seed stream
 #: what ``data.masks`` may name: the line masks a scanner file holds, and pseudo-radial spokes
 MASK_KINDS = (*LINE_MASK_KINDS, "radial")
+#: what the scanner file of a radial sample samples (``passnet simulate`` mask and R): every
+#: line, the spokes are kept after the ingest (:func:`keep_spokes`)
+EVERY_LINE = ("vds_lines", 1.0)
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,20 @@ def _truth_as_combined(path: Path, slice_data: SliceData, whitening: np.ndarray 
     return (truth * weights[None]).astype(np.complex64)
 
 
+def assemble_one_slice(raw: RawData, name: str) -> tuple[SliceData, np.ndarray | None]:
+    """The chain's ingest of a one-slice file: its slice and the prewhitening matrix.
+
+    Raises
+    ------
+    RuntimeError
+        The chain did not assemble exactly one slice (``name`` says which file).
+    """
+    slices, whitening = assemble(raw.header, raw.acquisitions())
+    if len(slices) != 1 or not isinstance(slices[0], SliceData):
+        raise RuntimeError(f"{name}: the chain did not assemble one slice")
+    return slices[0], whitening
+
+
 def keep_spokes(slice_data: SliceData, n_spokes: int, seed: int) -> SliceData:
     """A fully sampled slice as the chain would hold it had only pseudo-radial spokes arrived.
 
@@ -237,17 +254,14 @@ def make_sample(draw: FileDraw, config: PASSNetConfig) -> dict[str, torch.Tensor
     """
     with tempfile.TemporaryDirectory(prefix="passnet_chain_file_") as tmp:
         path = Path(tmp) / "sample.h5"
-        radial = draw.mask == "radial"  # a file of every line, the spokes kept after ingest
+        radial = draw.mask == "radial"
+        file_mask, file_accel = EVERY_LINE if radial else (draw.mask, draw.accel)
         simulate_cine(
             path, seed=draw.seed, n_coils=draw.coils, frames=draw.frames,
-            matrix=draw.matrix, mask="vds_lines" if radial else draw.mask,
-            accel=1.0 if radial else draw.accel, noise_level=draw.noise, phantom=draw.phantom,
+            matrix=draw.matrix, mask=file_mask, accel=file_accel, noise_level=draw.noise,
+            phantom=draw.phantom,
         )  # fmt: skip
-        raw = read_raw(path)
-        slices, whitening = assemble(raw.header, raw.acquisitions())
-        if len(slices) != 1 or not isinstance(slices[0], SliceData):
-            raise RuntimeError(f"{draw.describe()}: the chain did not assemble one slice")
-        slice_data = slices[0]
+        slice_data, whitening = assemble_one_slice(read_raw(path), draw.describe())
         if radial:
             slice_data = keep_spokes(slice_data, int(draw.accel), draw.seed)
         maps = estimate_maps(slice_data)
