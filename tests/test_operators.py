@@ -147,11 +147,24 @@ def test_normal_of_line_sampling_equals_adjoint_of_forward(h, multicoil):
     torch.testing.assert_close(op.normal(x), op.adjoint(op.forward(x)), rtol=1e-10, atol=1e-10)
 
 
-def test_normal_of_scattered_sampling_takes_the_general_path():
-    op = EncodingOp(_mask(True), _maps())
+@pytest.mark.parametrize("hw", [(10, 12), (9, 11)], ids=["even", "odd"])
+@pytest.mark.parametrize("multicoil", [True, False], ids=["multi", "single"])
+def test_normal_of_scattered_sampling_equals_adjoint_of_forward(hw, multicoil):
+    # Any other mask takes the uncentred 2-D path: its ifftshifted mask must stand for the
+    # centring of fft2c / ifft2c at odd sizes (rolls) as well as even ones (checkerboards)
+    h, w = hw
+    g = torch.Generator().manual_seed(8)
+    mask = (torch.rand(B, T, h, w, generator=g) < 0.3).float()
+    maps = random_complex((B, C, h, w), seed=9) if multicoil else None
+    op = EncodingOp(mask, maps)
     assert not op.sampling.lines
-    x = random_complex((B, T, H, W), seed=8, dtype=torch.complex128)
+    x = random_complex((B, T, h, w), seed=10, dtype=torch.complex128)
     torch.testing.assert_close(op.normal(x), op.adjoint(op.forward(x)), rtol=1e-12, atol=1e-12)
+
+
+def test_normal_of_scattered_sampling_checks_the_shape():
+    with pytest.raises(ValueError, match="trailing shape"):
+        EncodingOp(_mask(True), _maps()).normal(random_complex((B, T, H, W + 1), seed=9))
 
 
 def test_normal_of_line_sampling_checks_the_shape():
